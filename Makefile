@@ -1,0 +1,35 @@
+# One command to build the book, one to run every test. Both create (or reuse) .venv
+# and install what they need. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The course data sets live beside the repository; in Colab ctxlib downloads them instead.
+export CTXLIB_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup book test notebooks clean
+
+# torch is pinned here (not in pyproject.toml) so that pip takes the local CPU wheel
+# instead of pulling several GB of CUDA packages.
+$(BIN)/.ctxlib-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test,book]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+setup: $(BIN)/.ctxlib-installed
+
+book: setup
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	@echo "Open _build/html/index.html"
+
+test: setup
+	CTXLIB_BUDGET=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --durations=15
+
+# Re-run every notebook under a real budget and store its outputs (what the book shows).
+notebooks: setup
+	$(BIN)/python scripts/execute_notebooks.py --budget $${BUDGET:-cpu}
+
+clean:
+	rm -rf _build

@@ -1,0 +1,46 @@
+"""ctxlib: the helper library of the course 'Contextual language representations from scratch'.
+
+Notebooks build each idea inline to teach it, check it against ctxlib's version, then use
+ctxlib's. One file per topic:
+
+- ``runtime``: budgets (smoke / cpu / gpu), the device, seeding
+- ``data``: the course data sets by name (local copy, cache, or verified download) and parsers
+- ``tokenizers``: character and byte-level BPE tokenizers, with special tokens in one place
+- ``batches``: language-model windows, padded batches, labels aligned to subwords
+- ``layers``: scaled dot-product attention, multi-head attention, the Transformer block
+- ``train``: the one training loop (AdamW, warmup + cosine, clipping, accumulation,
+  mixed precision, checkpoints with exact resume)
+- ``static``: a static (skip-gram) word embedding, the baseline of chapter 1
+- ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
+- ``checks``: exercise checkers
+"""
+
+from ctxlib.runtime import (
+    BUDGETS,
+    Settings,
+    budget,
+    current_budget,
+    describe_device,
+    get_device,
+    in_colab,
+    progress,
+    seed_everything,
+)
+
+__version__ = "0.1.0"
+
+# The repository that Colab installs ctxlib from (set in one place).
+REPO_URL = "https://github.com/ctxlib-course/contextual-representations"
+
+__all__ = [
+    "BUDGETS",
+    "REPO_URL",
+    "Settings",
+    "budget",
+    "current_budget",
+    "describe_device",
+    "get_device",
+    "in_colab",
+    "progress",
+    "seed_everything",
+]

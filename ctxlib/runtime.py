@@ -1,0 +1,137 @@
+"""Where the code runs: the budget in effect, the device, and seeding.
+
+Every notebook starts with one visible cell such as::
+
+    cfg = ctxlib.budget(
+        smoke=dict(steps=20, width=32),    # CI: about a minute on 2 CPU cores
+        cpu=dict(steps=2000, width=128),   # a laptop: a few minutes, results worth reading
+        gpu=dict(steps=5000, width=384),   # a Colab GPU: the full exercise
+    )
+
+The budget is ``CTXLIB_BUDGET`` when that environment variable is set, else ``gpu``
+when CUDA is available, else ``cpu``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+BUDGETS = ("smoke", "cpu", "gpu")
+BUDGET_ENV = "CTXLIB_BUDGET"
+
+
+class Settings(dict):
+    """A dict whose keys can also be read as attributes: ``cfg.steps`` or ``cfg["steps"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"this budget has no setting {name!r}; it has: {', '.join(sorted(self))}"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+
+def current_budget() -> tuple[str, str]:
+    """Return ``(name, reason)`` for the budget in effect, without printing anything."""
+    chosen = os.environ.get(BUDGET_ENV, "").strip().lower()
+    if chosen:
+        if chosen not in BUDGETS:
+            raise ValueError(
+                f"{BUDGET_ENV}={os.environ[BUDGET_ENV]!r} is not a budget; "
+                f"choose one of {', '.join(BUDGETS)} (or unset it to choose automatically)."
+            )
+        return chosen, f"set by {BUDGET_ENV}"
+    if torch.cuda.is_available():
+        return "gpu", "a CUDA GPU was found"
+    return "cpu", f"no CUDA GPU found; set {BUDGET_ENV}=smoke|cpu|gpu to override"
+
+
+def budget(*, smoke: Any, cpu: Any, gpu: Any, verbose: bool = True) -> Any:
+    """Return the settings of the budget in effect (see the module docstring).
+
+    Dicts come back as :class:`Settings`, so both ``cfg.steps`` and ``cfg["steps"]`` work.
+    Prints one line saying which budget and why (the stored outputs of each notebook
+    record it), and the device.
+    """
+    name, reason = current_budget()
+    chosen = {"smoke": smoke, "cpu": cpu, "gpu": gpu}[name]
+    if verbose:
+        print(f"Budget: {name} ({reason}). Device: {describe_device()}.")
+    if isinstance(chosen, dict):
+        return Settings(chosen)
+    return chosen
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to train on: CUDA when available, else Apple's MPS, else the CPU.
+
+    ``prefer`` ('cpu', 'cuda', 'mps') forces a choice; asking for a device that is not
+    there is an error rather than a silent fall-back.
+    """
+    if prefer is not None:
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available.")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("device 'mps' was asked for but MPS is not available.")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_device() -> str:
+    """A short human description of the default device, e.g. 'cuda (Tesla T4)' or 'cpu (2 threads)'."""
+    device = get_device()
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python's ``random``, NumPy, and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar: a widget in Jupyter and Colab, plain text elsewhere.
+
+    With ``CTXLIB_PROGRESS=text`` the bar is plain text everywhere: the notebooks' stored
+    outputs (what the book shows) are made that way, since a widget cannot be shown in a
+    static page. ``CTXLIB_PROGRESS=off`` turns bars off.
+    """
+    mode = os.environ.get("CTXLIB_PROGRESS", "auto").lower()
+    if mode == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    kwargs.setdefault("disable", mode == "off")
+    kwargs.setdefault("mininterval", 0.5)
+    kwargs.setdefault("dynamic_ncols", mode != "text")
+    return tqdm(iterable, **kwargs)
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,106 @@
+"""Tools for maintaining the course notebooks (not used by the notebooks themselves).
+
+- ``colab_setup_source()``: the first code cell of every notebook (installs ctxlib in Colab).
+- ``student_version(nb)``: the notebook with solutions removed, as nbgrader would.
+- ``execute(path, budget)``: run a notebook top to bottom and store its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ctxlib import REPO_URL  # noqa: E402  (after the path tweak, so a plain checkout works)
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUDENT_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def colab_setup_source() -> str:
+    """Source of the first code cell of every notebook. The repository URL lives in ctxlib only."""
+    return (
+        "# In Colab, install ctxlib (the course's helper library) from the course repository.\n"
+        "# On your own machine `make setup` has installed it already and this cell does nothing.\n"
+        "import importlib.util, subprocess, sys\n"
+        'if importlib.util.find_spec("ctxlib") is None:\n'
+        f'    REPO_URL = "{REPO_URL}"\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)'
+    )
+
+
+_SOLUTION = re.compile(
+    r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r".*?^[ \t]*" + re.escape(END) + r"[^\n]*\n?",
+    re.DOTALL | re.MULTILINE,
+)
+
+
+def strip_solution(source: str) -> str:
+    """Replace each BEGIN/END SOLUTION region by a stub that raises NotImplementedError."""
+    if source.count(BEGIN) != source.count(END):
+        raise ValueError(f"unbalanced solution markers in cell:\n{source}")
+
+    def stub(match: re.Match) -> str:
+        indent = match.group("indent")
+        return "".join(f"{indent}{line}\n" for line in STUDENT_STUB.splitlines())
+
+    return _SOLUTION.sub(stub, source)
+
+
+def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` with every solution replaced by a stub and every output cleared."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.source = strip_solution(cell.source)
+        cell.outputs = []
+        cell.execution_count = None
+    nb.metadata.pop("ctxlib", None)
+    return nb
+
+
+def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
+    """Run the notebook at ``path`` under ``budget`` and store its outputs in place.
+
+    Progress bars are plain text (``CTXLIB_PROGRESS=text``) so that the book can show them.
+    Returns the wall time in seconds; records budget, device and time in the metadata.
+    """
+    from nbclient import NotebookClient
+
+    os.environ["CTXLIB_BUDGET"] = budget
+    os.environ["CTXLIB_PROGRESS"] = "text"
+    os.environ.setdefault("CTXLIB_DATA", str(ROOT.parent / "shared" / "data"))
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        coalesce_streams=True,
+    )
+    start = time.perf_counter()
+    client.execute()
+    wall = time.perf_counter() - start
+
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    nb.metadata["ctxlib"] = {
+        "budget": budget,
+        "device": device,
+        "torch": torch.__version__,
+        "wall_seconds": round(wall, 1),
+        "executed": datetime.date.today().isoformat(),
+    }
+    nbformat.write(nb, path)
+    return wall

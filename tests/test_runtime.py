@@ -1,0 +1,60 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import ctxlib
+from ctxlib.runtime import Settings
+
+
+def test_budget_from_environment(monkeypatch, capsys):
+    monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
+    cfg = ctxlib.budget(smoke=dict(steps=2), cpu=dict(steps=20), gpu=dict(steps=200))
+    assert cfg.steps == 2 and cfg["steps"] == 2
+    out = capsys.readouterr().out
+    assert "Budget: smoke" in out and "CTXLIB_BUDGET" in out
+
+
+def test_budget_defaults_to_cpu_without_cuda(monkeypatch, capsys):
+    monkeypatch.delenv("CTXLIB_BUDGET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ctxlib.budget(smoke=1, cpu=2, gpu=3) == 2
+    assert "Budget: cpu" in capsys.readouterr().out
+
+
+def test_budget_defaults_to_gpu_with_cuda(monkeypatch):
+    monkeypatch.delenv("CTXLIB_BUDGET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ctxlib.current_budget()[0] == "gpu"
+
+
+def test_misspelt_budget_lists_the_choices(monkeypatch):
+    monkeypatch.setenv("CTXLIB_BUDGET", "smok")
+    with pytest.raises(ValueError, match="smoke, cpu, gpu"):
+        ctxlib.budget(smoke=1, cpu=2, gpu=3)
+
+
+def test_settings_unknown_key_names_the_known_ones():
+    cfg = Settings(steps=1, width=8)
+    with pytest.raises(AttributeError, match="steps, width"):
+        cfg.depth
+
+
+def test_seed_everything_makes_every_generator_repeat():
+    def draw():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    ctxlib.seed_everything(123)
+    first = draw()
+    ctxlib.seed_everything(123)
+    assert draw() == first
+    ctxlib.seed_everything(124)
+    assert draw() != first
+
+
+def test_get_device_refuses_a_missing_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ctxlib.get_device().type in {"cpu", "mps"}
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        ctxlib.get_device("cuda")

@@ -1,0 +1,358 @@
+"""GPT: a decoder-only Transformer language model, the GPT-2 architecture in one file.
+
+Radford et al. (2018) introduced GPT: pretrain a Transformer as a left-to-right language
+model, then fine-tune it. GPT-2 (Radford et al., 2019) moved layer normalisation to the input
+of each sub-block (pre-LN) and added one after the last block. This file follows GPT-2 so that
+its weights can be copied to and from Hugging Face's ``GPT2LMHeadModel``:
+
+    tokens ─► token embedding + learned position embedding ─► dropout
+           ─► n_layer × [ x + attn(ln_1(x)) ;  x + mlp(ln_2(x)) ]
+           ─► ln_f ─► logits = h @ token_embedding.T        (input and output embeddings tied)
+
+Shapes: B = batch, T = time (tokens), C = n_embd (width), H = n_head, D = C // H, V = vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The key/value cache of one layer: keys and values of every position seen so far, (B, H, T, D).
+LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 1024  # the context length: the number of learned positions
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linear layers and LayerNorms, as in GPT-2
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where position t sees positions <= t only."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None
+    ) -> tuple[torch.Tensor, LayerCache]:
+        """x: (B, T, C); past: keys and values of earlier positions, each (B, H, T_past, D).
+
+        Returns the output (B, T, C) and the keys and values of all positions (B, H, T_past+T, D).
+        """
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
+        # (B, T, C) -> (B, H, T, D): each head attends on its own D-dimensional slice.
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, T_past + T, D)
+            v = torch.cat([past[1], v], dim=2)
+        T_past = k.size(2) - T
+        dropout = self.dropout if self.training else 0.0
+        if T_past == 0:
+            # The fused kernel builds the causal mask itself (FlashAttention on a GPU).
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            # New queries sit at positions T_past .. T_past+T-1: query i sees keys <= T_past + i.
+            # (With one new token, T == 1, it sees every key and the mask is all True.)
+            allowed = torch.ones(T, T_past + T, dtype=torch.bool, device=x.device).tril(T_past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network: C -> 4C -> GELU (tanh approximation) -> C."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """A pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None
+    ) -> tuple[torch.Tensor, LayerCache]:
+        attended, present = self.attn(self.ln_1(x), past)
+        x = x + attended
+        x = x + self.mlp(self.ln_2(x))
+        return x, present
+
+
+class GPT(nn.Module):
+    """The GPT-2 language model. ``model(input_ids)`` gives logits (B, T, V)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings (V, C)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # position embeddings
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: one matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2 scales the projections that write into the residual stream by 1/sqrt(2 L),
+        # so that the stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self, exclude_positions: bool = False) -> int:
+        """Parameters counted once (the tied output matrix is the input embedding)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if exclude_positions else n
+
+    def _check_input(self, input_ids: torch.Tensor, past_length: int) -> None:
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else input_ids
+            raise ValueError(f"input_ids must be a (batch, time) tensor of token ids, got {got}.")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}.")
+        T = past_length + input_ids.size(1)
+        if T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {T} tokens is longer than the context of {self.config.block_size}; "
+                "crop it to the last block_size tokens (generate() does this for you)."
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)][0].item()
+            raise ValueError(
+                f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
+                "was the text encoded with the tokenizer this model was trained with?"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        past: list[LayerCache] | None = None,
+        use_cache: bool = False,
+    ):
+        """input_ids: (B, T) token ids; targets: (B, T) next-token ids (-100 = ignore).
+
+        Returns the logits (B, T, V); with ``targets``, ``(logits, loss)``; with
+        ``use_cache=True``, also the new key/value cache as the last element (one
+        ``(keys, values)`` pair per layer, to pass back as ``past`` for the next tokens).
+        """
+        past_length = past[0][0].size(2) if past else 0
+        self._check_input(input_ids, past_length)
+        T = input_ids.size(1)
+        positions = torch.arange(past_length, past_length + T, device=input_ids.device)  # (T,)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, C)
+        presents = []
+        for i, block in enumerate(self.h):
+            x, present = block(x, past[i] if past else None)
+            presents.append(present)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+
+        outputs: tuple = (logits,)
+        if targets is not None:
+            if targets.shape != input_ids.shape:
+                raise ValueError(
+                    f"targets {tuple(targets.shape)} must have the shape of input_ids "
+                    f"{tuple(input_ids.shape)} (targets[b, t] is the token after input_ids[b, t])."
+                )
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            outputs += (loss,)
+        if use_cache:
+            outputs += (presents,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue each sequence of ``input_ids`` (B, T) by ``max_new_tokens`` tokens.
+
+        ``temperature=0`` is greedy decoding (always the most likely token). Otherwise tokens are
+        sampled from softmax(logits / temperature), restricted to the ``top_k`` most likely
+        tokens and/or to the smallest set whose probability reaches ``top_p`` (nucleus sampling).
+        With ``use_cache`` each step feeds only the newest token and reuses the keys and values
+        of the earlier ones. Once the sequence fills the context, the window slides: the cache
+        is dropped and the last ``block_size`` tokens are re-read. Returns (B, T + max_new_tokens).
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+        was_training = self.training
+        self.eval()
+        block_size = self.config.block_size
+        sequence = input_ids[:, -block_size:] if input_ids.size(1) > block_size else input_ids
+        tokens = [input_ids]
+        cache = None
+        feed = sequence
+        for _ in range(max_new_tokens):
+            if use_cache and cache is not None and cache[0][0].size(2) >= block_size:
+                cache = None  # the context is full: slide the window without a cache
+                feed = sequence[:, -block_size:]
+            if use_cache:
+                logits, cache = self(feed, past=cache, use_cache=True)
+            else:
+                logits = self(sequence[:, -block_size:])
+            next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
+            tokens.append(next_token)
+            sequence = torch.cat([sequence, next_token], dim=1)
+            feed = next_token
+        self.train(was_training)
+        return torch.cat(tokens, dim=1)
+
+    # --- Weights from and to Hugging Face ------------------------------------------------------
+
+    @classmethod
+    def from_huggingface(cls, hf_model) -> GPT:
+        """Our model with the weights of a ``transformers.GPT2LMHeadModel`` (any config).
+
+        Hugging Face's GPT-2 stores its linear layers as ``Conv1D`` with the weight transposed
+        (in_features, out_features): we transpose them into ``nn.Linear``'s (out, in).
+        """
+        hf_config = hf_model.config
+        if hf_config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(
+                f"activation {hf_config.activation_function!r} is not GPT-2's tanh GELU."
+            )
+        if getattr(hf_config, "n_inner", None) not in (None, 4 * hf_config.n_embd):
+            raise ValueError("only the standard MLP width of 4 * n_embd is supported.")
+        config = GPTConfig(
+            vocab_size=hf_config.vocab_size,
+            block_size=hf_config.n_positions,
+            n_layer=hf_config.n_layer,
+            n_head=hf_config.n_head,
+            n_embd=hf_config.n_embd,
+            dropout=hf_config.resid_pdrop,
+            bias=True,
+            layer_norm_eps=hf_config.layer_norm_epsilon,
+        )
+        model = cls(config)
+        model.load_state_dict(_from_hf_state(hf_model.state_dict()))
+        return model
+
+    def to_huggingface(self):
+        """A ``transformers.GPT2LMHeadModel`` with this model's weights."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = self.config
+        if not c.bias:
+            raise ValueError("GPT2LMHeadModel always has biases; this model was built without.")
+        hf_config = GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.block_size,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout,
+            attn_pdrop=c.dropout,
+            layer_norm_epsilon=c.layer_norm_eps,
+            activation_function="gelu_new",
+        )
+        hf_model = GPT2LMHeadModel(hf_config)
+        hf_model.load_state_dict(_to_hf_state(self.state_dict()))
+        return hf_model.eval()
+
+    @classmethod
+    def from_pretrained(cls, name: str = "gpt2") -> GPT:
+        """Published GPT-2 weights by name ("gpt2", "gpt2-medium", ...): downloads (online only)."""
+        from transformers import GPT2LMHeadModel
+
+        return cls.from_huggingface(GPT2LMHeadModel.from_pretrained(name))
+
+
+# Names of the Conv1D weights that Hugging Face stores transposed.
+_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def _from_hf_state(hf_state: dict) -> dict:
+    state = {}
+    for name, tensor in hf_state.items():
+        if name.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # old transformers versions keep the causal mask as a buffer
+        name = name.removeprefix("transformer.")
+        state[name] = tensor.t() if name.endswith(_CONV1D) else tensor
+    state.setdefault("lm_head.weight", state["wte.weight"])
+    return state
+
+
+def _to_hf_state(state: dict) -> dict:
+    hf_state = {}
+    for name, tensor in state.items():
+        tensor = tensor.t().contiguous() if name.endswith(_CONV1D) else tensor
+        hf_name = name if name.startswith("lm_head") else f"transformer.{name}"
+        hf_state[hf_name] = tensor
+    return hf_state
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pick the next token from ``logits`` (B, V); returns ids (B, 1). See ``GPT.generate``."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}.")
+        kth_best = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens before it already reach top_p (the best always stays).
+        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+        drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,153 @@
+"""Our GPT against Hugging Face's GPT-2 built from a small random config (no download)."""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from ctxlib.gpt import _CONV1D, GPT, GPTConfig, sample_next_token
+
+VOCAB, CONTEXT = 97, 32
+
+
+def hf_gpt2(seed=0, **overrides) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=VOCAB, n_positions=CONTEXT, n_embd=48, n_layer=3, n_head=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        pad_token_id=0,
+    )
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    hf = hf_gpt2()
+    return hf, GPT.from_huggingface(hf).eval()
+
+
+def ids(batch=2, time=20, seed=1):
+    return torch.randint(0, VOCAB, (batch, time), generator=torch.Generator().manual_seed(seed))
+
+
+def test_logits_equal_huggingface(pair):
+    hf, ours = pair
+    x = ids()
+    torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=0)
+
+
+def test_export_to_huggingface_round_trips():
+    torch.manual_seed(3)
+    ours = GPT(GPTConfig(vocab_size=VOCAB, block_size=CONTEXT, n_layer=2, n_head=2, n_embd=32))
+    hf = ours.to_huggingface()
+    x = ids()
+    torch.testing.assert_close(hf(x).logits, ours.eval()(x), atol=1e-5, rtol=0)
+    back = GPT.from_huggingface(hf)
+    for (name, a), b in zip(ours.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_loss_and_gradients_equal_huggingface(pair):
+    hf, ours = pair
+    x = ids(time=CONTEXT)
+    hf.zero_grad()
+    ours.zero_grad()
+    hf_loss = hf(x, labels=x).loss  # Hugging Face shifts the labels inside
+    _, loss = ours(x[:, :-1], targets=x[:, 1:])  # we pass next-token targets explicitly
+    torch.testing.assert_close(loss, hf_loss, atol=1e-5, rtol=0)
+    hf_loss.backward()
+    loss.backward()
+    hf_grads = dict(hf.named_parameters())
+    for name, param in ours.named_parameters():
+        hf_grad = hf_grads[f"transformer.{name}"].grad
+        expected = hf_grad.t() if name.endswith(_CONV1D) else hf_grad  # Conv1D is transposed
+        torch.testing.assert_close(param.grad, expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_ignored_targets_do_not_count(pair):
+    _, ours = pair
+    x = ids(batch=1, time=10)
+    targets = x.roll(-1, dims=1)
+    targets[0, 5:] = -100
+    _, loss = ours(x, targets=targets)
+    _, first_half = ours(x[:, :5], targets=targets[:, :5])
+    torch.testing.assert_close(loss, first_half)
+
+
+def test_future_tokens_never_change_the_past(pair):
+    _, ours = pair
+    x = ids(batch=1, time=24)
+    for t in (0, 7, 22):
+        changed = x.clone()
+        changed[0, t + 1 :] = (changed[0, t + 1 :] + 1) % VOCAB
+        torch.testing.assert_close(ours(changed)[:, : t + 1], ours(x)[:, : t + 1], atol=0, rtol=0)
+        assert not torch.allclose(ours(changed)[:, t + 1 :], ours(x)[:, t + 1 :])
+
+
+def test_cache_gives_the_same_logits_as_a_full_pass(pair):
+    _, ours = pair
+    x = ids(time=12)
+    full = ours(x)
+    logits, cache = ours(x[:, :5], use_cache=True)
+    steps = [logits]
+    for t in range(5, 12):
+        logits, cache = ours(x[:, t : t + 1], past=cache, use_cache=True)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+
+
+def test_greedy_generation_equals_huggingface_with_and_without_cache(pair):
+    hf, ours = pair
+    prompt = ids(batch=2, time=5)
+    mask = torch.ones_like(prompt)
+    expected = hf.generate(prompt, max_new_tokens=15, do_sample=False, attention_mask=mask)
+    assert torch.equal(ours.generate(prompt, 15, temperature=0, use_cache=True), expected)
+    assert torch.equal(ours.generate(prompt, 15, temperature=0, use_cache=False), expected)
+
+
+def test_generation_past_the_context_slides_the_window(pair):
+    _, ours = pair
+    prompt = ids(batch=1, time=CONTEXT - 3)
+    cached = ours.generate(prompt, 10, temperature=0, use_cache=True)
+    plain = ours.generate(prompt, 10, temperature=0, use_cache=False)
+    assert cached.shape == (1, CONTEXT + 7)
+    assert torch.equal(cached, plain)
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    g = torch.Generator().manual_seed(0)
+    top2 = {sample_next_token(logits, top_k=2, generator=g).item() for _ in range(200)}
+    assert top2 == {0, 1}
+    probs = logits.softmax(-1)[0]  # 0.636, 0.234, 0.086, ...
+    assert probs[0] < 0.7 < probs[0] + probs[1]
+    nucleus = {sample_next_token(logits, top_p=0.7, generator=g).item() for _ in range(200)}
+    assert nucleus == {0, 1}
+    assert sample_next_token(logits, temperature=0).item() == 0
+    cold = {sample_next_token(logits, temperature=0.05, generator=g).item() for _ in range(50)}
+    assert cold == {0}
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(CONTEXT + 1, dtype=torch.long)[None], "longer than the context"),
+        (torch.full((1, 4), VOCAB), "outside the vocabulary"),
+        (torch.full((1, 4), -1), "outside the vocabulary"),
+        (torch.zeros(4, dtype=torch.long), r"\(batch, time\)"),
+        (torch.zeros(1, 4), "integer token ids"),
+    ],
+)
+def test_bad_input_is_a_clear_error(pair, bad, message):
+    with pytest.raises(ValueError, match=message):
+        pair[1](bad)
+
+
+def test_bad_config_and_sampling_arguments():
+    with pytest.raises(ValueError, match="divisible"):
+        GPTConfig(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next_token(torch.zeros(1, 3), top_p=1.5)
+    with pytest.raises(ValueError, match="activation"):
+        GPT.from_huggingface(hf_gpt2(activation_function="relu"))

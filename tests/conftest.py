@@ -10,12 +10,13 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 if "CTXLIB_DATA" not in os.environ and SHARED_DATA.is_dir():
     os.environ["CTXLIB_DATA"] = str(SHARED_DATA)
+# Captured now: some tests point CTXLIB_DATA elsewhere to simulate a missing file.
+DATA_DIR = Path(os.environ.get("CTXLIB_DATA", str(SHARED_DATA)).split(os.pathsep)[0])
 
 
 @pytest.fixture
 def shared_data() -> Path:
     """The local data directory; tests that need the real corpora skip without it."""
-    path = Path(os.environ.get("CTXLIB_DATA", SHARED_DATA).split(os.pathsep)[0])
-    if not path.is_dir():
+    if not DATA_DIR.is_dir():
         pytest.skip("the course data directory (../shared/data) is not present")
-    return path
+    return DATA_DIR

@@ -10,7 +10,7 @@ from ctxlib.runtime import Settings
 
 def test_budget_from_environment(monkeypatch, capsys):
     monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
-    cfg = ctxlib.budget(smoke=dict(steps=2), cpu=dict(steps=20), gpu=dict(steps=200))
+    cfg = ctxlib.budget(smoke={"steps": 2}, cpu={"steps": 20}, gpu={"steps": 200})
     assert cfg.steps == 2 and cfg["steps"] == 2
     out = capsys.readouterr().out
     assert "Budget: smoke" in out and "CTXLIB_BUDGET" in out
@@ -38,7 +38,7 @@ def test_misspelt_budget_lists_the_choices(monkeypatch):
 def test_settings_unknown_key_names_the_known_ones():
     cfg = Settings(steps=1, width=8)
     with pytest.raises(AttributeError, match="steps, width"):
-        cfg.depth
+        _ = cfg.depth
 
 
 def test_seed_everything_makes_every_generator_repeat():

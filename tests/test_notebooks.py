@@ -1,0 +1,88 @@
+"""Checks on the committed notebooks themselves (nbval runs them; see the Makefile's test target).
+
+The book shows each notebook's stored outputs, so they must come from a real cpu or gpu run:
+never empty, never an error, never the smoke budget.
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from nbtools import colab_setup_source, strip_solution, student_version
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_come_from_a_real_run(path):
+    nb = read(path)
+    outputs = [out for cell in code_cells(nb) for out in cell.get("outputs", [])]
+    assert outputs, f"{path.name} has no stored outputs: run `make notebooks`"
+    errors = [out for out in outputs if out.output_type == "error"]
+    assert not errors, f"{path.name} stores an error output: {errors[0].get('ename')}"
+    text = "".join(str(out.get("text", "")) for out in outputs)
+    assert "Budget: smoke" not in text, f"{path.name} stores outputs of the smoke budget"
+    meta = nb.metadata.get("ctxlib", {})
+    assert meta.get("budget") in {"cpu", "gpu"}, f"{path.name}: metadata names no cpu/gpu run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_code_cell_installs_ctxlib_in_colab(path):
+    assert code_cells(read(path))[0].source == colab_setup_source()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_have_solutions_and_checks(path):
+    sources = [cell.source for cell in code_cells(read(path))]
+    solutions = [s for s in sources if "### BEGIN SOLUTION" in s]
+    assert solutions, f"{path.name} has no exercise with a marked solution"
+    assert any("ctxlib.checks." in s or "checks." in s for s in sources), "no check cell"
+    for source in solutions:
+        assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_student_version_is_valid_python_without_solutions(path):
+    student = student_version(read(path))
+    for cell in code_cells(student):
+        assert "BEGIN SOLUTION" not in cell.source and not cell.outputs
+        # IPython magics (%, !) are not Python; drop them before parsing.
+        lines = [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        ast.parse("\n".join(lines))
+
+
+def test_strip_solution_keeps_indentation_and_surroundings():
+    source = (
+        "def f(x):\n"
+        "    ### BEGIN SOLUTION\n"
+        "    return x + 1\n"
+        "    ### END SOLUTION\n"
+        "answer = f(1)\n"
+    )
+    stripped = strip_solution(source)
+    assert "return x + 1" not in stripped
+    assert "    raise NotImplementedError()" in stripped
+    assert stripped.startswith("def f(x):\n") and stripped.endswith("answer = f(1)\n")
+    ast.parse(stripped)
+
+
+def test_strip_solution_rejects_unbalanced_markers():
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solution("### BEGIN SOLUTION\nx = 1\n")

@@ -122,7 +122,8 @@ def progress(iterable=None, **kwargs):
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm
-    kwargs.setdefault("disable", mode == "off")
+    if mode == "off":
+        kwargs["disable"] = True
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("dynamic_ncols", mode != "text")
     return tqdm(iterable, **kwargs)

@@ -14,7 +14,7 @@ if "CTXLIB_DATA" not in os.environ and SHARED_DATA.is_dir():
 DATA_DIR = Path(os.environ.get("CTXLIB_DATA", str(SHARED_DATA)).split(os.pathsep)[0])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The local data directory; tests that need the real corpora skip without it."""
     if not DATA_DIR.is_dir():

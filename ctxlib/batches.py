@@ -1,0 +1,94 @@
+"""Batches: random windows for language modelling, padded batches, labels aligned to subwords.
+
+Every function that draws at random takes a ``torch.Generator``: the training loop saves that
+generator's state in its checkpoints, which is what lets a run resume at the same data position.
+"""
+
+from __future__ import annotations
+
+import torch
+
+IGNORE_INDEX = -100  # label of positions that take no part in a loss (PyTorch's default)
+
+
+def lm_windows(
+    token_ids: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of a token stream (N,), for next-token prediction.
+
+    Returns x and y, each (batch_size, block_size), with ``y[b, t] = x[b, t + 1]``: the target
+    of each position is the token that follows it.
+    """
+    if token_ids.dim() != 1:
+        raise ValueError(f"token_ids must be a 1-D stream, got shape {tuple(token_ids.shape)}.")
+    if len(token_ids) < block_size + 1:
+        raise ValueError(
+            f"the stream has {len(token_ids)} tokens, fewer than block_size + 1 = {block_size + 1}."
+        )
+    starts = torch.randint(0, len(token_ids) - block_size, (batch_size,), generator=generator)
+    offsets = torch.arange(block_size + 1)
+    windows = token_ids[starts[:, None] + offsets]  # (batch_size, block_size + 1)
+    return windows[:, :-1], windows[:, 1:]
+
+
+def pad_batch(
+    sequences: list[list[int]], pad_id: int = 0, max_len: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad sequences of ids to one length, on the right.
+
+    Sequences longer than ``max_len`` are cut at the end (their first ``max_len`` ids stay).
+    Returns ``input_ids`` (B, T) and ``attention_mask`` (B, T), 1 for real tokens, 0 for padding.
+    """
+    if not sequences:
+        raise ValueError("pad_batch needs at least one sequence.")
+    length = max(len(s) for s in sequences)
+    if max_len is not None:
+        length = min(length, max_len)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        seq = list(seq)[:length]
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask
+
+
+def encode_words(tokenizer, words: list[str]) -> tuple[list[int], list[int]]:
+    """Encode a sentence given as words, recording which word each token comes from.
+
+    Every word but the first gets a leading space, as it had in running text (byte-level BPE
+    learned its merges on words with their spaces). Returns ``(ids, word_ids)``.
+    """
+    ids, word_ids = [], []
+    for index, word in enumerate(words):
+        pieces = tokenizer.encode(word if index == 0 else " " + word)
+        ids.extend(pieces)
+        word_ids.extend([index] * len(pieces))
+    return ids, word_ids
+
+
+def align_labels(
+    word_ids: list[int | None],
+    word_labels: list[int],
+    label_all_subwords: bool = False,
+    ignore_index: int = IGNORE_INDEX,
+) -> list[int]:
+    """Word-level labels spread over subword tokens.
+
+    ``word_ids[i]`` is the word token i came from (None for special tokens such as [CLS]).
+    The first token of each word gets the word's label; the other tokens of the word get
+    ``ignore_index`` (or the word's label too, with ``label_all_subwords``), and special tokens
+    always get ``ignore_index``. So each word is predicted and scored exactly once.
+    """
+    labels, previous = [], None
+    for word in word_ids:
+        if word is None:
+            labels.append(ignore_index)
+        elif word != previous:
+            if not 0 <= word < len(word_labels):
+                raise ValueError(f"word index {word} has no label ({len(word_labels)} labels).")
+            labels.append(word_labels[word])
+        else:
+            labels.append(word_labels[word] if label_all_subwords else ignore_index)
+        previous = word
+    return labels

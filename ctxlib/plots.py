@@ -1,0 +1,104 @@
+"""Plots the chapters share: loss curves and attention heatmaps (matplotlib)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _axes(ax, figsize=(6, 3.5)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def _smooth(values: list[float], weight: float) -> np.ndarray:
+    """Exponential moving average, the usual way to read a noisy training loss."""
+    out, running = [], None
+    for v in values:
+        running = v if running is None else weight * running + (1 - weight) * v
+        out.append(running)
+    return np.array(out)
+
+
+def plot_losses(history, ax=None, title: str | None = None, smooth: float = 0.9,
+                log_scale: bool = False, eval_keys: list[str] | None = None):
+    """Training loss (raw and smoothed) and evaluation curves of one run.
+
+    ``history`` is a ``ctxlib.train.History`` or its ``to_dict()``: ``steps`` and ``loss``
+    lists, and ``eval_steps`` with ``evals`` (name -> values). Evaluations whose name contains
+    "loss" (or those in ``eval_keys``) are drawn on the same axes. Returns the Axes.
+    """
+    if hasattr(history, "to_dict"):
+        history = history.to_dict()
+    if "steps" not in history or "loss" not in history:
+        raise ValueError("history needs 'steps' and 'loss' (a History or History.to_dict()).")
+    ax = _axes(ax)
+    steps, loss = history["steps"], history["loss"]
+    ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=0.8)
+    ax.plot(steps, _smooth(loss, smooth), color="tab:blue", label="train (smoothed)")
+    evals = history.get("evals") or {}
+    keys = eval_keys if eval_keys is not None else [k for k in evals if "loss" in k]
+    for key in keys:
+        ax.plot(history["eval_steps"], evals[key], "o-", label=key.replace("_", " "))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    if log_scale:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def _as_array(weights) -> np.ndarray:
+    if isinstance(weights, torch.Tensor):
+        weights = weights.detach().float().cpu().numpy()
+    return np.asarray(weights)
+
+
+def plot_attention(weights, x_tokens: list[str], y_tokens: list[str] | None = None, ax=None,
+                   title: str | None = None, colorbar: bool = True):
+    """Heatmap of attention weights (T_q, T_k): row i shows where query token i looks."""
+    weights = _as_array(weights)
+    y_tokens = x_tokens if y_tokens is None else y_tokens
+    if weights.ndim != 2 or weights.shape != (len(y_tokens), len(x_tokens)):
+        raise ValueError(f"weights of shape {weights.shape} do not match {len(y_tokens)} query "
+                         f"and {len(x_tokens)} key tokens.")
+    ax = _axes(ax, figsize=(0.35 * len(x_tokens) + 2, 0.35 * len(y_tokens) + 1))
+    image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=max(1e-9, weights.max()))
+    ax.set_xticks(range(len(x_tokens)), x_tokens, rotation=90)
+    ax.set_yticks(range(len(y_tokens)), y_tokens)
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def plot_attention_heads(weights, tokens: list[str], title: str | None = None, columns: int = 4):
+    """One heatmap per head, weights (H, T, T). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    weights = _as_array(weights)
+    if weights.ndim != 3:
+        raise ValueError(f"expected weights of shape (heads, T, T), got {weights.shape}.")
+    heads = weights.shape[0]
+    columns = min(columns, heads)
+    rows = -(-heads // columns)
+    size = 0.25 * len(tokens) + 1.5
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h < heads:
+            plot_attention(weights[h], tokens, ax=ax, title=f"head {h}", colorbar=False)
+        else:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

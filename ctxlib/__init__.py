@@ -15,6 +15,9 @@ ctxlib's. One file per topic:
 - ``checks``: exercise checkers
 """
 
+# Submodules every chapter uses, so that `import ctxlib` is enough for `ctxlib.data.…` and
+# `ctxlib.checks.…` (the models and the training loop are imported where they are needed).
+from ctxlib import checks, data
 from ctxlib.runtime import (
     BUDGETS,
     Settings,
@@ -37,7 +40,9 @@ __all__ = [
     "REPO_URL",
     "Settings",
     "budget",
+    "checks",
     "current_budget",
+    "data",
     "describe_device",
     "get_device",
     "in_colab",

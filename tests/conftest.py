@@ -1,4 +1,4 @@
-"""Shared test setup: point ctxlib at the local copy of the course data (no downloads in tests)."""
+"""Fixtures shared by the library's tests."""
 
 import os
 from pathlib import Path
@@ -6,10 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # the root conftest.py points CTXLIB_DATA here
 
-if "CTXLIB_DATA" not in os.environ and SHARED_DATA.is_dir():
-    os.environ["CTXLIB_DATA"] = str(SHARED_DATA)
 # Captured now: some tests point CTXLIB_DATA elsewhere to simulate a missing file.
 DATA_DIR = Path(os.environ.get("CTXLIB_DATA", str(SHARED_DATA)).split(os.pathsep)[0])
 

@@ -1,0 +1,57 @@
+"""The book: builds offline with warnings as errors, lists every chapter, cites what exists."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc["parts"]:
+        files += [chapter["file"] for chapter in part["chapters"]]
+    return files
+
+
+def test_toc_lists_every_notebook_and_only_files_that_exist():
+    listed = toc_files()
+    notebooks = sorted(f"notebooks/{p.stem}" for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    assert sorted(f for f in listed if f.startswith("notebooks/")) == notebooks
+    for name in listed:
+        assert (ROOT / f"{name}.md").exists() or (ROOT / f"{name}.ipynb").exists(), name
+
+
+def test_every_citation_is_in_the_bibliography():
+    keys = set(re.findall(r"@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text()))
+    texts = [p.read_text() for p in (ROOT / "book").glob("*.md")]
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        texts += [c.source for c in nb.cells if c.cell_type == "markdown"]
+    cited = {key.strip() for text in texts for group in re.findall(r"\{cite[pt]?\}`([^`]+)`", text)
+             for key in group.split(",")}
+    assert cited, "no citations found"
+    assert not cited - keys, f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+@pytest.mark.skipif(not JUPYTER_BOOK.exists(), reason="jupyter-book is not installed")
+def test_book_builds_offline_with_warnings_as_errors(tmp_path):
+    result = subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(ROOT), "--path-output", str(tmp_path),
+         "--warningiserror", "--quiet"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    html = tmp_path / "_build" / "html"
+    for name in toc_files():
+        page = html / f"{name}.html"
+        assert page.exists(), f"{page} was not built"
+    setup_page = (html / "notebooks" / "00_setup.html").read_text()
+    assert "Budget: cpu" in setup_page or "Budget: gpu" in setup_page  # stored outputs shown

@@ -20,7 +20,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ctxlib import REPO_URL  # noqa: E402  (after the path tweak, so a plain checkout works)
+from ctxlib import REPO_URL
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"

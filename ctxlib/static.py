@@ -1,0 +1,173 @@
+"""A static word embedding: skip-gram with negative sampling (Mikolov et al., 2013).
+
+One vector per word *type*, learned by predicting the words that occur near each word. It is
+the baseline every later chapter improves on: whatever the sentence, "bank" gets one vector.
+
+    vocab, model, losses = train_skipgram(ctxlib.data.load_wikitext2("train"), dim=100)
+    nearest_neighbors(model.vectors(), vocab, "bank")
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctxlib.runtime import progress
+
+
+class Vocab:
+    """Words that occur at least ``min_count`` times, most frequent first; others are dropped."""
+
+    def __init__(self, counts: Counter, min_count: int = 5):
+        kept = [(w, c) for w, c in counts.most_common() if c >= min_count]
+        self.itos = [w for w, _ in kept]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.counts = torch.tensor([c for _, c in kept], dtype=torch.float)
+
+    @classmethod
+    def from_text(cls, text: str, min_count: int = 5) -> Vocab:
+        return cls(Counter(text.split()), min_count)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.stoi
+
+    def index(self, word: str) -> int:
+        if word not in self.stoi:
+            close = difflib.get_close_matches(word, self.itos[:20000], n=3)
+            hint = f" Close words in the vocabulary: {', '.join(close)}." if close else ""
+            raise KeyError(f"{word!r} is not in the vocabulary ({len(self)} words).{hint}")
+        return self.stoi[word]
+
+    def encode_lines(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids of the in-vocabulary words of ``text`` (N,), and the line each comes from (N,)."""
+        ids, lines = [], []
+        for line_number, line in enumerate(text.split("\n")):
+            for word in line.split():
+                if word in self.stoi:
+                    ids.append(self.stoi[word])
+                    lines.append(line_number)
+        return torch.tensor(ids), torch.tensor(lines)
+
+
+def subsample(ids: torch.Tensor, counts: torch.Tensor, threshold: float,
+              generator: torch.Generator) -> torch.Tensor:
+    """Boolean mask (N,) of tokens kept: frequent words are dropped with probability
+    1 - sqrt(threshold / f), f their relative frequency ("the" is mostly noise as context)."""
+    frequency = counts / counts.sum()
+    keep_probability = (threshold / frequency).sqrt().clamp(max=1.0)
+    return torch.rand(len(ids), generator=generator) < keep_probability[ids]
+
+
+def skipgram_pairs(ids: torch.Tensor, lines: torch.Tensor, window: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(center, context) pairs: every word with the words up to ``window`` positions away on
+    either side, on the same line. As in word2vec, each center draws its own window size from
+    1..window, so nearer words are paired more often. Returns two (P,) id tensors."""
+    reach = torch.randint(1, window + 1, (len(ids),), generator=generator)  # per-center window
+    centers, contexts = [], []
+    for offset in range(1, window + 1):
+        left, right = slice(0, len(ids) - offset), slice(offset, len(ids))
+        same_line = lines[left] == lines[right]
+        # center on the left, context on the right, and the other way round
+        keep = same_line & (reach[left] >= offset)
+        centers.append(ids[left][keep])
+        contexts.append(ids[right][keep])
+        keep = same_line & (reach[right] >= offset)
+        centers.append(ids[right][keep])
+        contexts.append(ids[left][keep])
+    return torch.cat(centers), torch.cat(contexts)
+
+
+def negative_sampling_loss(center: torch.Tensor, context: torch.Tensor,
+                           negatives: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -log σ(u_o · v_c) - Σ_k log σ(-u_k · v_c).
+
+    center: (P, D) input vectors v_c; context: (P, D) output vectors u_o of the true context
+    words; negatives: (P, K, D) output vectors u_k of K words drawn from the noise distribution.
+    """
+    positive = (center * context).sum(-1)  # (P,)
+    negative = (negatives @ center.unsqueeze(-1)).squeeze(-1)  # (P, K)
+    return -(F.logsigmoid(positive) + F.logsigmoid(-negative).sum(-1)).mean()
+
+
+class SkipGram(nn.Module):
+    """Two tables: ``inputs`` (the word vectors we keep) and ``outputs`` (used as contexts)."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.inputs = nn.Embedding(vocab_size, dim, sparse=True)
+        self.outputs = nn.Embedding(vocab_size, dim, sparse=True)
+        nn.init.uniform_(self.inputs.weight, -0.5 / dim, 0.5 / dim)
+        nn.init.zeros_(self.outputs.weight)
+
+    def forward(self, center, context, negatives) -> torch.Tensor:
+        """center, context: (P,) ids; negatives: (P, K) ids -> scalar loss."""
+        v = self.inputs(center)
+        return negative_sampling_loss(v, self.outputs(context), self.outputs(negatives))
+
+    def vectors(self) -> torch.Tensor:
+        """The word vectors (V, D)."""
+        return self.inputs.weight.detach()
+
+
+@dataclass
+class SkipGramConfig:
+    dim: int = 100
+    window: int = 5
+    negatives: int = 5
+    epochs: int = 1
+    batch_size: int = 4096
+    lr: float = 0.003
+    min_count: int = 5
+    subsample_threshold: float = 1e-4
+    seed: int = 0
+
+
+def train_skipgram(text: str, config: SkipGramConfig | None = None,
+                   progress_bar: bool = True) -> tuple[Vocab, SkipGram, list[float]]:
+    """Train skip-gram vectors on whitespace-tokenized ``text``. Returns vocab, model, losses."""
+    config = config or SkipGramConfig()
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    vocab = Vocab.from_text(text, config.min_count)
+    if len(vocab) < 2:
+        raise ValueError("the text has fewer than two words above min_count; lower min_count.")
+    ids, lines = vocab.encode_lines(text)
+    noise = vocab.counts**0.75  # the unigram distribution raised to 3/4 (Mikolov et al.)
+    model = SkipGram(len(vocab), config.dim)
+    optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
+    losses = []
+    for epoch in range(config.epochs):
+        kept = subsample(ids, vocab.counts, config.subsample_threshold, generator)
+        centers, contexts = skipgram_pairs(ids[kept], lines[kept], config.window, generator)
+        order = torch.randperm(len(centers), generator=generator)
+        batches = range(0, len(order), config.batch_size)
+        for start in progress(batches, desc=f"skip-gram epoch {epoch + 1}",
+                              disable=not progress_bar):
+            batch = order[start : start + config.batch_size]
+            negatives = torch.multinomial(noise, len(batch) * config.negatives, replacement=True,
+                                          generator=generator).view(len(batch), -1)
+            loss = model(centers[batch], contexts[batch], negatives)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return vocab, model, losses
+
+
+def nearest_neighbors(vectors: torch.Tensor, vocab: Vocab, word: str,
+                      k: int = 10) -> list[tuple[str, float]]:
+    """The ``k`` words whose vectors have the highest cosine similarity with ``word``'s."""
+    normed = F.normalize(vectors, dim=-1)
+    similarity = normed @ normed[vocab.index(word)]
+    similarity[vocab.index(word)] = -2.0  # not the word itself
+    scores, indices = similarity.topk(k)
+    return [(vocab.itos[i], round(s, 3)) for s, i in zip(scores.tolist(), indices.tolist())]

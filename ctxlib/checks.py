@@ -98,7 +98,96 @@ def check_gpu_speedup(speedup, target: float = 10) -> None:
 
 
 # --- Chapter 1: from static to contextual -------------------------------------------------
-# (chapter 1 checkers go here)
+
+
+def check_merge_pair(merge_pair) -> None:
+    """Exercise 1.1: ``merge_pair(symbols, pair, new_id)`` replaces each occurrence, left to right."""
+    cases = [
+        (([1, 2, 1, 2, 3], (1, 2), 9), [9, 9, 3]),
+        (([1, 1, 1], (1, 1), 9), [9, 1]),
+        (([1, 1, 1, 1], (1, 1), 9), [9, 9]),
+        (([3, 1, 2], (1, 2), 7), [3, 7]),
+        (([2, 1], (1, 2), 7), [2, 1]),
+        (([5], (5, 5), 7), [5]),
+        (([], (1, 2), 7), []),
+    ]
+    for (symbols, pair, new_id), expected in cases:
+        got = merge_pair(list(symbols), pair, new_id)
+        if list(got) != expected:
+            hint = "scan left to right; after a merge, skip both symbols of the pair"
+            if symbols == [1, 1, 1]:
+                hint = "occurrences overlap here: once two symbols merge, the second cannot merge again"
+            _fail(f"merge_pair({symbols}, {pair}, {new_id}) gave {list(got)}: {hint}.")
+    _passed()
+
+
+def check_negative_sampling_loss(loss_fn) -> None:
+    """Exercise 1.2: the skip-gram negative-sampling loss on random vectors."""
+    from ctxlib.static import negative_sampling_loss
+
+    g = torch.Generator().manual_seed(0)
+    center, context = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    negatives = torch.randn(6, 3, 4, generator=g)
+    got = _expect_tensor(loss_fn(center, context, negatives), "the loss", ())
+    expected = negative_sampling_loss(center, context, negatives)
+    if not _close(got, expected):
+        flipped = -(torch.nn.functional.logsigmoid((center * context).sum(-1))
+                    + torch.nn.functional.logsigmoid((negatives @ center[:, :, None])[..., 0]).sum(-1)).mean()
+        if _close(got, flipped):
+            _fail("the noise words should score low: use log σ(-u_k · v_c) for them.")
+        _fail("average over the batch of -log σ(u_o·v_c) - Σ_k log σ(-u_k·v_c); "
+              "use torch.nn.functional.logsigmoid for stability.")
+    _passed()
+
+
+def check_oov_rate(rate) -> None:
+    """Exercise 1.3: share of WikiText-2 validation tokens missing from the train vocabulary."""
+    from ctxlib import data
+    from ctxlib.static import Vocab
+
+    vocab = Vocab.from_text(data.load_wikitext2("train"), min_count=5)
+    tokens = data.load_wikitext2("valid").split()
+    expected = sum(t not in vocab for t in tokens) / len(tokens)
+    if not isinstance(rate, float) or not 0 <= rate <= 1:
+        _fail("give the rate as a float between 0 and 1.")
+    if abs(rate - expected) > 1e-6:
+        _fail("count whitespace-separated tokens of the validation text (every occurrence, not "
+              "distinct words) that are not in Vocab.from_text(train_text, min_count=5).")
+    _passed(f"{rate:.1%} of validation tokens would be unknown to a word-level model.")
+
+
+# Word categories for exercise 1.4: a word's nearest neighbours should share its category.
+CATEGORIES = {
+    "months": ["January", "February", "March", "April", "May", "June", "July", "August",
+               "September", "October", "November", "December"],
+    "numbers": ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
+    "colours": ["red", "blue", "green", "yellow", "black", "white"],
+    "countries": ["France", "Germany", "Italy", "Spain", "Japan", "China", "Canada",
+                  "Australia", "Russia", "India"],
+    "family": ["father", "mother", "son", "daughter", "brother", "sister", "wife", "husband"],
+}
+
+
+def category_purity(vectors: torch.Tensor, vocab, k: int = 5) -> float:
+    """Share of the k nearest neighbours (among CATEGORIES' words) in the same category."""
+    words = [w for group in CATEGORIES.values() for w in group if w in vocab]
+    category = {w: name for name, group in CATEGORIES.items() for w in group}
+    normed = torch.nn.functional.normalize(vectors[[vocab.index(w) for w in words]], dim=-1)
+    similarity = normed @ normed.T
+    similarity.fill_diagonal_(-2.0)
+    neighbours = similarity.topk(k).indices.tolist()
+    hits = sum(category[words[j]] == category[w] for w, row in zip(words, neighbours) for j in row)
+    return hits / (k * len(words))
+
+
+def check_category_purity(vectors, vocab, target: float = 0.8) -> None:
+    """Exercise 1.4 (GPU): skip-gram vectors whose neighbours respect word categories."""
+    vectors = _expect_tensor(vectors, "vectors")
+    purity = category_purity(vectors, vocab)
+    if purity < target:
+        _fail(f"category purity is {purity:.2f}, below {target}: train longer (more epochs) "
+              "and with wider vectors (dim=300).")
+    _passed(f"category purity {purity:.2f}.")
 
 
 # --- Chapter 2: attention and the Transformer block ---------------------------------------

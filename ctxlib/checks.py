@@ -191,4 +191,67 @@ def check_category_purity(vectors, vocab, target: float = 0.8) -> None:
 
 
 # --- Chapter 2: attention and the Transformer block ---------------------------------------
-# (chapter 2 checkers go here)
+
+
+def check_causal_mask(make_causal_mask) -> None:
+    """Exercise 2.1: ``make_causal_mask(T)`` is (T, T) bool, True where query i may see key j."""
+    for T in (1, 2, 5):
+        mask = _expect_tensor(make_causal_mask(T), f"make_causal_mask({T})", (T, T))
+        if mask.dtype != torch.bool:
+            _fail(f"the mask should be boolean (True = may attend), got dtype {mask.dtype}.")
+        expected = torch.ones(T, T, dtype=torch.bool).tril()
+        if torch.equal(mask, expected):
+            continue
+        if torch.equal(mask, expected.T):
+            _fail("rows are queries and columns keys: query i may see keys j <= i (lower triangle).")
+        if torch.equal(mask, ~expected):
+            _fail("True means 'may attend' here, as in F.scaled_dot_product_attention.")
+        _fail("query i may attend to keys 0..i, itself included (torch.tril).")
+    _passed()
+
+
+def check_heads(split_heads, merge_heads) -> None:
+    """Exercise 2.2: (B, T, C) <-> (B, H, T, C // H), as ctxlib.layers.MultiHeadAttention does."""
+    from ctxlib.layers import MultiHeadAttention
+
+    x = torch.randn(2, 5, 12)
+    reference = MultiHeadAttention(12, 3)
+    heads = _expect_tensor(split_heads(x, 3), "split_heads(x, 3)", (2, 3, 5, 4))
+    if not torch.equal(heads, reference.split_heads(x)):
+        _fail("head h must hold channels h*D .. (h+1)*D - 1 of every position: view as "
+              "(B, T, H, D), then swap the time and head axes.")
+    merged = _expect_tensor(merge_heads(heads), "merge_heads(...)", (2, 5, 12))
+    if not torch.equal(merged, x):
+        _fail("merge_heads must undo split_heads exactly: swap the axes back, then reshape.")
+    _passed()
+
+
+def check_equivariance_test(is_permutation_equivariant) -> None:
+    """Exercise 2.3: a test that tells permutation-equivariant layers from the others."""
+    from ctxlib.layers import TransformerBlock
+
+    torch.manual_seed(0)
+    block = TransformerBlock(8, 2).eval()
+    x = torch.randn(1, 6, 8)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    positions = torch.randn(1, 6, 8)
+
+    def block_with_positions(inputs):
+        return block(inputs + positions)
+
+    if is_permutation_equivariant(block, x, perm) is not True:
+        _fail("a block without positions is equivariant: block(x[:, perm]) == block(x)[:, perm] "
+              "(compare with torch.allclose).")
+    if is_permutation_equivariant(block_with_positions, x, perm) is not False:
+        _fail("adding position embeddings breaks equivariance: your test should say False here.")
+    _passed("without positions, a Transformer sees a bag of tokens: hence position embeddings.")
+
+
+def check_accuracy(accuracy, target: float) -> None:
+    """A stated accuracy target (GPU exercises)."""
+    if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
+        _fail("give the accuracy as a float between 0 and 1.")
+    if accuracy < target:
+        _fail(f"accuracy {accuracy:.3f} is below the target {target}: train longer, or a wider "
+              "model with a lower learning rate.")
+    _passed(f"accuracy {accuracy:.3f} (target {target}).")

@@ -76,6 +76,8 @@ def check_resumed_history(history, expected_steps: int) -> None:
     steps = history.to_dict()["steps"] if hasattr(history, "to_dict") else None
     if not steps:
         _fail("keep what train(...) returns: its History records every step.")
+    if _target_skipped():
+        return
     if steps[-1] != expected_steps:
         _fail(f"the run ended at step {steps[-1]}, not {expected_steps}: pass a config with "
               "steps=2 * steps and the same checkpoint_path.")
@@ -183,6 +185,8 @@ def category_purity(vectors: torch.Tensor, vocab, k: int = 5) -> float:
 def check_category_purity(vectors, vocab, target: float = 0.8) -> None:
     """Exercise 1.4 (GPU): skip-gram vectors whose neighbours respect word categories."""
     vectors = _expect_tensor(vectors, "vectors")
+    if _target_skipped():
+        return
     purity = category_purity(vectors, vocab)
     if purity < target:
         _fail(f"category purity is {purity:.2f}, below {target}: train longer (more epochs) "
@@ -247,10 +251,22 @@ def check_equivariance_test(is_permutation_equivariant) -> None:
     _passed("without positions, a Transformer sees a bag of tokens: hence position embeddings.")
 
 
+def _target_skipped() -> bool:
+    """True when training was capped by CTXLIB_MAX_STEPS (a test run): targets mean nothing."""
+    from ctxlib.train import max_steps_override
+
+    if max_steps_override() is None:
+        return False
+    print("Training was capped by CTXLIB_MAX_STEPS (a test of the code path): target not checked.")
+    return True
+
+
 def check_accuracy(accuracy, target: float) -> None:
     """A stated accuracy target (GPU exercises)."""
     if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
         _fail("give the accuracy as a float between 0 and 1.")
+    if _target_skipped():
+        return
     if accuracy < target:
         _fail(f"accuracy {accuracy:.3f} is below the target {target}: train longer, or a wider "
               "model with a lower learning rate.")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.runtime import progress
+from ctxlib.train import max_steps_override
 
 
 class Vocab:
@@ -150,6 +151,9 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None,
         centers, contexts = skipgram_pairs(ids[kept], lines[kept], config.window, generator)
         order = torch.randperm(len(centers), generator=generator)
         batches = range(0, len(order), config.batch_size)
+        cap = max_steps_override()  # tests run the full-size configuration for a step or so
+        if cap is not None:
+            batches = batches[:cap]
         for start in progress(batches, desc=f"skip-gram epoch {epoch + 1}",
                               disable=not progress_bar):
             batch = order[start : start + config.batch_size]

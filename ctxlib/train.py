@@ -115,6 +115,7 @@ def train(
     resume: bool = True,
 ) -> History:
     """Train ``model`` for ``config.steps`` optimizer steps; see the module docstring."""
+    config = _capped(config)
     device = torch.device(device) if device is not None else get_device()
     model.to(device).train()
     optimizer = make_optimizer(model, config)
@@ -208,6 +209,25 @@ def train(
     evaluate()
     save()
     return history
+
+
+def max_steps_override() -> int | None:
+    """``CTXLIB_MAX_STEPS``, if set: a cap on every training run.
+
+    Tests set it to run a notebook's full-size (gpu) configuration for one step on a CPU, so
+    that the gpu code path is exercised without the hours of training it is meant for.
+    """
+    value = os.environ.get("CTXLIB_MAX_STEPS")
+    return int(value) if value else None
+
+
+def _capped(config: TrainConfig) -> TrainConfig:
+    cap = max_steps_override()
+    if cap is None or config.steps <= cap:
+        return config
+    print(f"CTXLIB_MAX_STEPS={cap}: training stops after {cap} of {config.steps} steps "
+          "(a test of the code path, not a real run).")
+    return dataclasses.replace(config, steps=cap, warmup_steps=min(config.warmup_steps, cap))
 
 
 def _short(results: dict[str, float]) -> dict[str, str]:

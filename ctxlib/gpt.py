@@ -163,6 +163,21 @@ class GPT(nn.Module):
                 "was the text encoded with the tokenizer this model was trained with?"
             )
 
+    def hidden_states(
+        self, input_ids: torch.Tensor, past: list[LayerCache] | None = None
+    ) -> tuple[torch.Tensor, list[LayerCache]]:
+        """The final hidden states (B, T, C), after ``ln_f``, and the key/value cache."""
+        past_length = past[0][0].size(2) if past else 0
+        self._check_input(input_ids, past_length)
+        T = input_ids.size(1)
+        positions = torch.arange(past_length, past_length + T, device=input_ids.device)  # (T,)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, C)
+        presents = []
+        for i, block in enumerate(self.h):
+            x, present = block(x, past[i] if past else None)
+            presents.append(present)
+        return self.ln_f(x), presents
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -176,16 +191,8 @@ class GPT(nn.Module):
         ``use_cache=True``, also the new key/value cache as the last element (one
         ``(keys, values)`` pair per layer, to pass back as ``past`` for the next tokens).
         """
-        past_length = past[0][0].size(2) if past else 0
-        self._check_input(input_ids, past_length)
-        T = input_ids.size(1)
-        positions = torch.arange(past_length, past_length + T, device=input_ids.device)  # (T,)
-        x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, C)
-        presents = []
-        for i, block in enumerate(self.h):
-            x, present = block(x, past[i] if past else None)
-            presents.append(present)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        hidden, presents = self.hidden_states(input_ids, past)
+        logits = self.lm_head(hidden)  # (B, T, V)
 
         outputs: tuple = (logits,)
         if targets is not None:
@@ -303,6 +310,46 @@ class GPT(nn.Module):
         from transformers import GPT2LMHeadModel
 
         return cls.from_huggingface(GPT2LMHeadModel.from_pretrained(name))
+
+
+class GPTForClassification(nn.Module):
+    """GPT-1's recipe for classification: a linear head on the hidden state of the last token.
+
+    Radford et al. (2018) append an end token to each input, classify from its final hidden
+    state (it has seen the whole text, by causality), and keep the language-modelling loss as
+    an auxiliary objective while fine-tuning: loss = classification + ``lm_weight`` * LM.
+    """
+
+    def __init__(self, gpt: GPT, n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.gpt = gpt
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(gpt.config.n_embd, n_classes)
+        self.config = gpt.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """input_ids, attention_mask: (B, T), right-padded (1 = real token).
+
+        Returns the class logits (B, n_classes) and the LM logits (B, T, V) for the auxiliary
+        loss. Padding sits after the last real token, so causality keeps it out of the result.
+        """
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape "
+                             f"of input_ids {tuple(input_ids.shape)}.")
+        lengths = attention_mask.sum(dim=1)
+        if (lengths == 0).any():
+            raise ValueError("every sequence needs at least one real token.")
+        hidden, _ = self.gpt.hidden_states(input_ids)  # (B, T, C)
+        last = hidden[torch.arange(len(input_ids)), lengths - 1]  # (B, C): each last real token
+        return self.head(self.dropout(last)), self.gpt.lm_head(hidden)
+
+    def loss(self, input_ids, attention_mask, labels, lm_weight: float = 0.5) -> torch.Tensor:
+        """Classification loss plus ``lm_weight`` times the next-token loss on real tokens."""
+        class_logits, lm_logits = self(input_ids, attention_mask)
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+        lm_loss = F.cross_entropy(lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                  ignore_index=-100)
+        return F.cross_entropy(class_logits.float(), labels) + lm_weight * lm_loss
 
 
 # Names of the Conv1D weights that Hugging Face stores transposed.

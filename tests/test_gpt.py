@@ -151,3 +151,24 @@ def test_bad_config_and_sampling_arguments():
         sample_next_token(torch.zeros(1, 3), top_p=1.5)
     with pytest.raises(ValueError, match="activation"):
         GPT.from_huggingface(hf_gpt2(activation_function="relu"))
+
+
+def test_classifier_reads_the_last_real_token_whatever_the_padding(pair):
+    from ctxlib.gpt import GPTForClassification
+
+    _, ours = pair
+    torch.manual_seed(0)
+    classifier = GPTForClassification(ours, n_classes=2).eval()
+    short, long = ids(batch=1, time=4, seed=2), ids(batch=1, time=9, seed=3)
+    padded = torch.zeros(2, 9, dtype=torch.long)
+    padded[0, :4], padded[1] = short[0], long[0]
+    mask = (torch.arange(9) < torch.tensor([[4], [9]])).long()
+    batch_logits, _ = classifier(padded, mask)
+    alone, _ = classifier(short, torch.ones_like(short))
+    torch.testing.assert_close(batch_logits[:1], alone, atol=1e-5, rtol=0)
+    padded[0, 4:] = 7  # whatever sits in the padding does not matter
+    torch.testing.assert_close(classifier(padded, mask)[0], batch_logits, atol=1e-6, rtol=0)
+    loss = classifier.loss(padded, mask, torch.tensor([0, 1]))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="at least one real token"):
+        classifier(padded, torch.zeros_like(mask))

@@ -271,3 +271,65 @@ def check_accuracy(accuracy, target: float) -> None:
         _fail(f"accuracy {accuracy:.3f} is below the target {target}: train longer, or a wider "
               "model with a lower learning rate.")
     _passed(f"accuracy {accuracy:.3f} (target {target}).")
+
+
+# --- Chapter 4: GPT ----------------------------------------------------------------------------
+
+
+def _check_filter(fn, reference, arguments, name: str, hint: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    for logits in (torch.randn(3, 50, generator=g), torch.tensor([[3.0, 1.0, 1.0, 0.0, -2.0]])):
+        for argument in arguments:
+            got = _expect_tensor(fn(logits.clone(), argument), f"{name}(logits, {argument})",
+                                 tuple(logits.shape))
+            expected = reference(logits, argument)
+            if not torch.equal(torch.isinf(got), torch.isinf(expected)):
+                _fail(hint)
+            kept = ~torch.isinf(expected)
+            if not torch.equal(got[kept], logits[kept]):
+                _fail("the logits you keep must stay unchanged; only the others become -inf.")
+    _passed()
+
+
+def check_top_k(top_k_filter) -> None:
+    """Exercise 4.1: keep the k largest logits of each row, -inf elsewhere."""
+    from ctxlib.gpt import top_k_logits
+
+    _check_filter(top_k_filter, top_k_logits, (1, 3, 5), "top_k_filter",
+                  "keep the k largest logits of each row (torch.topk gives the k-th largest "
+                  "value) and set the rest to float('-inf'); ties with the k-th value stay.")
+
+
+def check_top_p(top_p_filter) -> None:
+    """Exercise 4.2: nucleus filtering."""
+    from ctxlib.gpt import top_p_logits
+
+    _check_filter(top_p_filter, top_p_logits, (0.1, 0.5, 0.9, 1.0), "top_p_filter",
+                  "sort by probability, keep tokens while the probability of those ranked above "
+                  "them is still below p (so the most likely token always stays).")
+
+
+def check_perplexity(perplexity, loss: float) -> None:
+    """Exercise 4.3: perplexity is exp(mean negative log-likelihood per token, in nats)."""
+    import math
+
+    if not isinstance(perplexity, float):
+        _fail("give the perplexity as a Python float.")
+    if abs(perplexity - math.exp(loss)) > 1e-6 * math.exp(loss):
+        if abs(perplexity - 2**loss) < 1e-6 * 2**loss:
+            _fail("the loss is in nats (natural log): use math.exp, not 2 **.")
+        _fail("perplexity = exp(average cross-entropy per token).")
+    _passed(f"as uncertain as a uniform choice among {perplexity:.0f} tokens.")
+
+
+def check_loss_target(loss: float, target: float) -> None:
+    """A validation-loss target (GPU exercises)."""
+    if not isinstance(loss, float):
+        _fail("give the validation loss as a Python float.")
+    if _target_skipped():
+        return
+    if loss > target:
+        _fail(f"validation loss {loss:.3f} is above the target {target}: train longer, or check "
+              "that you use the gpu budget's model (6 layers, 6 heads, width 384, context 256).")
+    _passed(f"validation loss {loss:.3f} (target {target}).")
+

@@ -102,3 +102,19 @@ def plot_attention_heads(weights, tokens: list[str], title: str | None = None, c
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_next_token(probs, labels: list[str], ax=None, title: str | None = None, k: int = 15):
+    """Bar chart of the ``k`` most likely next tokens; ``probs`` (V,), ``labels`` their names."""
+    probs = _as_array(probs)
+    if probs.ndim != 1 or len(probs) != len(labels):
+        raise ValueError(f"probs of shape {probs.shape} do not match {len(labels)} labels.")
+    top = np.argsort(-probs)[:k]
+    ax = _axes(ax, figsize=(6, 3))
+    ax.bar(range(len(top)), probs[top], color="tab:blue")
+    ax.set_xticks(range(len(top)), [repr(labels[i])[1:-1] for i in top], rotation=90)
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    if title:
+        ax.set_title(title)
+    return ax

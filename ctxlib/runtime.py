@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,19 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("dynamic_ncols", mode != "text")
     return tqdm(iterable, **kwargs)
+
+
+def checkpoint_path(name: str) -> str:
+    """Where a notebook's run called ``name`` keeps its checkpoint, one folder per budget.
+
+    ``checkpoints/<budget>/<name>.pt`` under ``CTXLIB_CHECKPOINTS`` (default: the current
+    directory). A budget of its own means that a quick smoke run never resumes into a cpu run.
+    In Colab, point ``CTXLIB_CHECKPOINTS`` at Google Drive so checkpoints outlive the session.
+    """
+    root = Path(os.environ.get("CTXLIB_CHECKPOINTS") or ".")
+    path = root / "checkpoints" / current_budget()[0] / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 def in_colab() -> bool:

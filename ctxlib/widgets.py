@@ -43,3 +43,60 @@ def attention_explorer(weights_fn: Callable, text: str, n_layers: int, n_heads: 
         control.observe(redraw, names="value")
     redraw()
     return widgets.VBox([sentence, widgets.HBox([layer, head]), output])
+
+
+def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
+    """Sample from a GPT with sliders for temperature, top-k and top-p, and show the
+    distribution of the next token after the prompt under those settings.
+
+    ``model`` is a ``ctxlib.gpt.GPT``; ``tokenizer`` has ``encode``, ``decode`` and
+    ``vocab_size``. Returns the widget.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ctxlib.gpt import top_k_logits, top_p_logits
+    from ctxlib.plots import plot_next_token
+
+    widgets = _ipywidgets()
+    text = widgets.Textarea(value=prompt, description="prompt", layout={"width": "90%"})
+    temperature = widgets.FloatSlider(0.8, min=0.05, max=2.0, step=0.05, description="temperature")
+    top_k = widgets.IntSlider(0, min=0, max=min(200, tokenizer.vocab_size),
+                              description="top-k (0=off)")
+    top_p = widgets.FloatSlider(1.0, min=0.05, max=1.0, step=0.05, description="top-p")
+    button = widgets.Button(description="sample")
+    chart, sample = widgets.Output(), widgets.Output()
+    labels = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
+    device = next(model.parameters()).device
+
+    def settings():
+        return (temperature.value, top_k.value or None, top_p.value if top_p.value < 1 else None)
+
+    def show_distribution(*_):
+        ids = torch.tensor([tokenizer.encode(text.value)[-model.config.block_size:]], device=device)
+        t, k, p = settings()
+        with torch.no_grad():
+            logits = model.eval()(ids)[:, -1, :] / t
+        if k:
+            logits = top_k_logits(logits, k)
+        if p:
+            logits = top_p_logits(logits, p)
+        with chart:
+            chart.clear_output(wait=True)
+            plot_next_token(logits.softmax(-1)[0].cpu(), labels, title="next token")
+            plt.show()
+
+    def draw_sample(*_):
+        ids = torch.tensor([tokenizer.encode(text.value)], device=device)
+        t, k, p = settings()
+        out = model.generate(ids, max_new_tokens, temperature=t, top_k=k, top_p=p)
+        with sample:
+            sample.clear_output(wait=True)
+            print(tokenizer.decode(out[0].tolist()))
+
+    for control in (text, temperature, top_k, top_p):
+        control.observe(show_distribution, names="value")
+    button.on_click(draw_sample)
+    show_distribution()
+    return widgets.VBox([text, widgets.HBox([temperature, top_k, top_p]), chart, button, sample])
+

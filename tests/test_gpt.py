@@ -172,3 +172,16 @@ def test_classifier_reads_the_last_real_token_whatever_the_padding(pair):
     assert loss.ndim == 0 and torch.isfinite(loss)
     with pytest.raises(ValueError, match="at least one real token"):
         classifier(padded, torch.zeros_like(mask))
+
+
+def test_filters_keep_exactly_the_expected_tokens():
+    from ctxlib.gpt import top_k_logits, top_p_logits
+
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])  # probabilities 0.636, 0.234, 0.086, ...
+    kept = lambda filtered: (~torch.isinf(filtered[0])).nonzero().flatten().tolist()
+    assert kept(top_k_logits(logits, 2)) == [0, 1]
+    assert kept(top_p_logits(logits, 0.5)) == [0]
+    assert kept(top_p_logits(logits, 0.8)) == [0, 1]
+    assert kept(top_p_logits(logits, 0.9)) == [0, 1, 2]
+    assert kept(top_p_logits(logits.flip(-1), 0.8)) == [3, 4]  # order of the vocabulary kept
+    assert torch.equal(top_p_logits(logits, 1.0), logits)

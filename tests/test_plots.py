@@ -29,3 +29,13 @@ def test_attention_plots_check_shapes():
     assert sum(1 for a in fig.axes if a.images) == 3
     with pytest.raises(ValueError, match="do not match"):
         plot_attention(weights[0], list("abc"))
+
+
+def test_next_token_plot_shows_the_most_likely_tokens():
+    from ctxlib.plots import plot_next_token
+
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    ax = plot_next_token(probs, ["a", "b", "c"], k=2)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "c"]
+    with pytest.raises(ValueError, match="do not match"):
+        plot_next_token(probs, ["a"])

@@ -58,3 +58,13 @@ def test_get_device_refuses_a_missing_gpu(monkeypatch):
     assert ctxlib.get_device().type in {"cpu", "mps"}
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         ctxlib.get_device("cuda")
+
+
+def test_checkpoint_paths_are_separate_per_budget(monkeypatch, tmp_path):
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
+    smoke = ctxlib.checkpoint_path("gpt")
+    monkeypatch.setenv("CTXLIB_BUDGET", "cpu")
+    cpu = ctxlib.checkpoint_path("gpt")
+    assert smoke != cpu and cpu == str(tmp_path / "checkpoints" / "cpu" / "gpt.pt")
+    assert (tmp_path / "checkpoints" / "cpu").is_dir()

@@ -29,6 +29,7 @@ from ctxlib.runtime import (
     in_colab,
     progress,
     seed_everything,
+    take,
 )
 
 __version__ = "0.1.0"
@@ -50,4 +51,5 @@ __all__ = [
     "in_colab",
     "progress",
     "seed_everything",
+    "take",
 ]

@@ -333,3 +333,49 @@ def check_loss_target(loss: float, target: float) -> None:
               "that you use the gpu budget's model (6 layers, 6 heads, width 384, context 256).")
     _passed(f"validation loss {loss:.3f} (target {target}).")
 
+
+# --- Chapter 3: ELMo ---------------------------------------------------------------------
+
+
+def check_scalar_mix(scalar_mix) -> None:
+    """Exercise 3.1: ``scalar_mix(layers, s, gamma)`` computes γ · Σ_j softmax(s)_j · h_j."""
+    g = torch.Generator().manual_seed(3)
+    layers = [torch.randn(2, 5, 6, generator=g) for _ in range(3)]
+    s, gamma = torch.tensor([0.3, -1.2, 2.0]), torch.tensor(1.5)
+    weights = torch.softmax(s, dim=0)
+    expected = gamma * sum(w * h for w, h in zip(weights, layers))
+    got = _expect_tensor(scalar_mix(layers, s, gamma), "scalar_mix(...)", tuple(expected.shape))
+    if _close(got, gamma * sum(w * h for w, h in zip(s, layers))):
+        _fail("the weights are softmax(s), not s itself: they must be positive and sum to one.")
+    if _close(got, expected / gamma):
+        _fail("γ scales the whole mixed vector; multiply by gamma.")
+    if not _close(got, expected):
+        _fail("weight each layer by softmax(s)_j, add the weighted layers, then multiply by γ.")
+    _passed("this is equation (1) of the ELMo paper.")
+
+
+def check_reverse_padded(reverse) -> None:
+    """Exercise 3.2: ``reverse(x, lengths)`` reverses each row's real positions only."""
+    x = torch.arange(12).reshape(3, 4)
+    lengths = torch.tensor([4, 2, 1])
+    expected = torch.tensor([[3, 2, 1, 0], [5, 4, 6, 7], [8, 9, 10, 11]])
+    got = _expect_tensor(reverse(x, lengths), "reverse(x, lengths)", (3, 4))
+    if torch.equal(got, x.flip(1)):
+        _fail("x.flip(1) also moves the padding to the front: reverse only the first lengths[b] "
+              "positions of row b.")
+    if not torch.equal(got, expected):
+        _fail("row b's position t (t < lengths[b]) should hold x[b, lengths[b] - 1 - t]; "
+              "padding positions keep their values.")
+    _passed("the backward LM can now read right to left without ever seeing padding first.")
+
+
+def check_perplexity_target(perplexity: float, target: float) -> None:
+    """A validation-perplexity target (GPU exercises)."""
+    if not isinstance(perplexity, float):
+        _fail("give the perplexity as a Python float (math.exp of the mean loss in nats).")
+    if _target_skipped():
+        return
+    if perplexity > target:
+        _fail(f"perplexity {perplexity:.1f} is above the target {target}: train longer, or "
+              "widen the LSTMs (hidden) and the token encoding (dim).")
+    _passed(f"validation perplexity {perplexity:.1f} (target {target}).")

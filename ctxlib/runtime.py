@@ -143,6 +143,30 @@ def checkpoint_path(name: str) -> str:
     return str(path)
 
 
+def max_steps_override() -> int | None:
+    """``CTXLIB_MAX_STEPS``, if set: a cap on every training run.
+
+    Tests set it to run a notebook's full-size (gpu) configuration for one step on a CPU, so
+    that the gpu code path is exercised without the hours of training it is meant for.
+    """
+    value = os.environ.get("CTXLIB_MAX_STEPS")
+    return int(value) if value else None
+
+
+TEST_RUN_ITEMS = 64  # how many items take() keeps in a code-path test run
+
+
+def take(items, n: int | None):
+    """The first ``n`` items of a list (all of them when ``n`` is None).
+
+    In a code-path test (``CTXLIB_MAX_STEPS`` set) at most ``TEST_RUN_ITEMS``: the gpu
+    configuration's full data sets are meant for a GPU, not for a one-step test on a CPU.
+    """
+    if max_steps_override() is not None:
+        n = TEST_RUN_ITEMS if n is None else min(n, TEST_RUN_ITEMS)
+    return items if n is None else items[:n]
+
+
 def in_colab() -> bool:
     """True inside Google Colab."""
     try:

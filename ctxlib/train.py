@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxlib.runtime import get_device, progress
+from ctxlib.runtime import get_device, max_steps_override, progress
 
 
 @dataclass
@@ -209,16 +209,6 @@ def train(
     evaluate()
     save()
     return history
-
-
-def max_steps_override() -> int | None:
-    """``CTXLIB_MAX_STEPS``, if set: a cap on every training run.
-
-    Tests set it to run a notebook's full-size (gpu) configuration for one step on a CPU, so
-    that the gpu code path is exercised without the hours of training it is meant for.
-    """
-    value = os.environ.get("CTXLIB_MAX_STEPS")
-    return int(value) if value else None
 
 
 def _capped(config: TrainConfig) -> TrainConfig:

@@ -100,3 +100,53 @@ def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
     show_distribution()
     return widgets.VBox([text, widgets.HBox([temperature, top_k, top_p]), chart, button, sample])
 
+
+def layer_similarity(embed, first: str, second: str, layer_names: list[str]):
+    """Two sentences, a word picked in each, and the cosine similarity of the two words'
+    representations at every layer, as a bar chart.
+
+    ``embed(words) -> tensor (layers, len(words), dim)`` gives a sentence's representations.
+    The sentences are split on whitespace. Returns the widget.
+    """
+    import matplotlib.pyplot as plt
+    import torch
+
+    widgets = _ipywidgets()
+    texts = [widgets.Text(value=s, description=f"sentence {i + 1}", layout={"width": "90%"})
+             for i, s in enumerate((first, second))]
+    pickers = [widgets.Dropdown(description=f"word {i + 1}") for i in range(2)]
+    chart = widgets.Output()
+
+    def refresh_words(*_):
+        for text, picker in zip(texts, pickers):
+            words = text.value.split() or ["(empty)"]
+            keep = picker.value if picker.value in words else words[len(words) // 2]
+            picker.options = list(dict.fromkeys(words))
+            picker.value = keep
+        draw()
+
+    def draw(*_):
+        vectors = []
+        for text, picker in zip(texts, pickers):
+            words = text.value.split()
+            if picker.value not in words:  # the word list is being updated
+                return
+            vectors.append(embed(words)[:, words.index(picker.value)])  # (layers, dim)
+        similarity = torch.cosine_similarity(vectors[0], vectors[1], dim=-1).tolist()
+        with chart:
+            chart.clear_output(wait=True)
+            _, ax = plt.subplots(figsize=(6, 2.8))
+            ax.bar(layer_names, similarity, color="tab:blue")
+            ax.set_ylim(min(0.0, *similarity), 1.0)
+            ax.set_ylabel("cosine similarity")
+            ax.set_title(f"'{pickers[0].value}' vs '{pickers[1].value}', layer by layer")
+            for i, value in enumerate(similarity):
+                ax.text(i, value, f"{value:.2f}", ha="center", va="bottom")
+            plt.show()
+
+    for text in texts:
+        text.observe(refresh_words, names="value")
+    for picker in pickers:
+        picker.observe(draw, names="value")
+    refresh_words()
+    return widgets.VBox([*texts, widgets.HBox(pickers), chart])

@@ -68,3 +68,13 @@ def test_checkpoint_paths_are_separate_per_budget(monkeypatch, tmp_path):
     cpu = ctxlib.checkpoint_path("gpt")
     assert smoke != cpu and cpu == str(tmp_path / "checkpoints" / "cpu" / "gpt.pt")
     assert (tmp_path / "checkpoints" / "cpu").is_dir()
+
+
+def test_take_keeps_the_first_items_and_shrinks_test_runs(monkeypatch):
+    monkeypatch.delenv("CTXLIB_MAX_STEPS", raising=False)
+    items = list(range(1000))
+    assert ctxlib.take(items, 10) == items[:10]
+    assert ctxlib.take(items, None) == items
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    assert ctxlib.take(items, None) == items[:64]
+    assert ctxlib.take(items, 10) == items[:10]

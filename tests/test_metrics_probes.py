@@ -1,0 +1,69 @@
+"""Entity F1 against hand-counted examples, and probes that find the informative layer."""
+
+import pytest
+import torch
+
+from ctxlib.metrics import accuracy, entity_f1, entity_spans
+from ctxlib.probes import LayerProbe, fit_probe
+
+
+def test_entity_spans_follow_conll_rules():
+    tags = ["B-person", "I-person", "O", "I-location", "B-group", "B-group", "I-product"]
+    assert entity_spans(tags) == {("person", 0, 2), ("location", 3, 4), ("group", 4, 5),
+                                  ("group", 5, 6), ("product", 6, 7)}
+    assert entity_spans(["O", "O"]) == set()
+    with pytest.raises(ValueError, match="neither"):
+        entity_spans(["PER"])
+
+
+def test_entity_f1_counts_exact_spans_only():
+    gold = [["B-person", "I-person", "O", "B-location"], ["O", "B-group"]]
+    predicted = [["B-person", "O", "O", "B-location"], ["O", "B-group"]]
+    # 3 gold entities; 3 predicted, of which 2 exact ("person" is cut short).
+    scores = entity_f1(gold, predicted)
+    assert scores["precision"] == pytest.approx(2 / 3)
+    assert scores["recall"] == pytest.approx(2 / 3)
+    assert scores["f1"] == pytest.approx(2 / 3)
+    assert entity_f1(gold, gold)["f1"] == 1.0
+    assert entity_f1(gold, [["O"] * 4, ["O"] * 2])["f1"] == 0.0
+    with pytest.raises(ValueError, match="sentence 1"):
+        entity_f1(gold, [gold[0], ["O"]])
+
+
+def test_accuracy():
+    assert accuracy([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    with pytest.raises(ValueError):
+        accuracy([1], [1, 2])
+
+
+def layered_data(n=2000, seed=0):
+    """Three layers of 8 features; only layer 1 carries the label (its first feature's sign)."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(n, 3, 8, generator=g)
+    labels = (features[:, 1, 0] > 0).long()
+    return features, labels
+
+
+def test_probe_on_the_informative_layer_learns_and_the_others_do_not():
+    x, y = layered_data()
+    dev_x, dev_y = layered_data(seed=1)
+    scores = [accuracy(fit_probe(x, y, 2, layer=j, steps=200).predict(dev_x).tolist(), dev_y.tolist())
+              for j in range(3)]
+    assert scores[1] > 0.85
+    assert scores[0] < 0.6 and scores[2] < 0.6
+
+
+def test_mixed_probe_puts_its_weight_on_the_informative_layer():
+    x, y = layered_data()
+    probe = fit_probe(x, y, 2, layer=None, steps=300)
+    weights = probe.mix.weights()
+    assert weights.argmax() == 1 and weights[1] > 0.4
+
+
+def test_probe_rejects_bad_input():
+    with pytest.raises(ValueError, match="layer 3"):
+        LayerProbe(3, 8, 2, layer=3)
+    with pytest.raises(ValueError, match="features"):
+        LayerProbe(3, 8, 2)(torch.zeros(4, 8))
+    with pytest.raises(ValueError, match="labels"):
+        fit_probe(torch.zeros(5, 3, 8), torch.zeros(4, dtype=torch.long), 2)

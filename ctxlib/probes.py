@@ -18,17 +18,23 @@ from ctxlib.train import TrainConfig, train
 
 class LayerProbe(nn.Module):
     """Logits (N, classes) from features (N, L, D): layer ``layer`` alone, or, with
-    ``layer=None``, the scalar mix of all L layers (its weights show which layers the task uses)."""
+    ``layer=None``, the scalar mix of all L layers (its weights show which layers the task uses).
+    The classifier is linear, or with ``hidden > 0`` has one hidden ReLU layer of that width;
+    either way it sees one example at a time, so it cannot add context of its own."""
 
     def __init__(self, num_layers: int, dim: int, num_classes: int, layer: int | None = None,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, hidden: int = 0):
         super().__init__()
         if layer is not None and not -num_layers <= layer < num_layers:
             raise ValueError(f"layer {layer} does not exist; the features have {num_layers}.")
         self.layer = layer
         self.mix = ScalarMix(num_layers, layer_norm=True) if layer is None else None
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(dim, num_classes)
+        if hidden:
+            self.classifier = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                            nn.Linear(hidden, num_classes))
+        else:
+            self.classifier = nn.Linear(dim, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 3:
@@ -51,13 +57,13 @@ class LayerProbe(nn.Module):
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
               layer: int | None = None, steps: int = 500, batch_size: int = 256, lr: float = 3e-3,
-              seed: int = 0) -> LayerProbe:
+              hidden: int = 0, seed: int = 0) -> LayerProbe:
     """Train a ``LayerProbe`` on features (N, L, D) and labels (N,) with the course's training
     loop (no checkpoints: a probe trains in seconds)."""
     if features.shape[0] != labels.shape[0]:
         raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels.")
     torch.manual_seed(seed)
-    probe = LayerProbe(features.shape[1], features.shape[2], num_classes, layer=layer)
+    probe = LayerProbe(features.shape[1], features.shape[2], num_classes, layer=layer, hidden=hidden)
 
     def batches(generator):
         rows = torch.randint(0, len(labels), (batch_size,), generator=generator)

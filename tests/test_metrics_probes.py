@@ -60,6 +60,19 @@ def test_mixed_probe_puts_its_weight_on_the_informative_layer():
     assert weights.argmax() == 1 and weights[1] > 0.4
 
 
+def test_hidden_layer_probe_learns_what_a_linear_one_cannot():
+    """The label is an XOR of two features' signs: not linearly separable."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 1, 8, generator=g)
+    y = ((x[:, 0, 0] > 0) ^ (x[:, 0, 1] > 0)).long()
+    dev, dev_y = x[2000:], y[2000:]
+    linear = accuracy(fit_probe(x[:2000], y[:2000], 2, layer=0, steps=300).predict(dev).tolist(),
+                      dev_y.tolist())
+    mlp = accuracy(fit_probe(x[:2000], y[:2000], 2, layer=0, steps=1000, hidden=64)
+                   .predict(dev).tolist(), dev_y.tolist())
+    assert linear < 0.65 and mlp > 0.75
+
+
 def test_probe_rejects_bad_input():
     with pytest.raises(ValueError, match="layer 3"):
         LayerProbe(3, 8, 2, layer=3)

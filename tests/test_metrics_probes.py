@@ -80,3 +80,23 @@ def test_probe_rejects_bad_input():
         LayerProbe(3, 8, 2)(torch.zeros(4, 8))
     with pytest.raises(ValueError, match="labels"):
         fit_probe(torch.zeros(5, 3, 8), torch.zeros(4, dtype=torch.long), 2)
+
+
+def test_entity_f1_agrees_with_seqeval_on_random_taggings():
+    """seqeval (the reference implementation of CoNLL scoring) on random, often ill-formed tags."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    g = torch.Generator().manual_seed(0)
+    tags = ["O", "B-person", "I-person", "B-location", "I-location", "I-group"]
+    for _ in range(20):
+        lengths = torch.randint(1, 12, (15,), generator=g).tolist()
+
+        def random_tags(lengths=lengths):
+            return [[tags[int(i)] for i in torch.randint(0, len(tags), (n,), generator=g)]
+                    for n in lengths]
+
+        gold, predicted = random_tags(), random_tags()
+        ours = entity_f1(gold, predicted)
+        assert ours["precision"] == pytest.approx(precision_score(gold, predicted))
+        assert ours["recall"] == pytest.approx(recall_score(gold, predicted))
+        assert ours["f1"] == pytest.approx(f1_score(gold, predicted))

@@ -1,0 +1,197 @@
+"""Our BERT against Hugging Face's, built from a small random config (no download), and the
+pretraining data: masking rates, special tokens never masked, the loss over chosen positions."""
+
+import random
+
+import pytest
+import torch
+from transformers import BertConfig as HFBertConfig
+from transformers import BertForPreTraining as HFBertForPreTraining
+from transformers import BertModel as HFBertModel
+
+from ctxlib.batches import IGNORE_INDEX
+from ctxlib.bert import (
+    Bert,
+    BertConfig,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    load_encoder,
+    mask_tokens,
+    pack_pairs,
+    sentence_pair,
+)
+
+VOCAB, POSITIONS = 99, 40
+
+
+def hf_config(seed=0):
+    torch.manual_seed(seed)
+    return HFBertConfig(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                        intermediate_size=96, max_position_embeddings=POSITIONS,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def batch(seed=1):
+    """Two sequences, two segments, the second padded after 13 tokens."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, VOCAB, (2, 20), generator=g)
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 8:] = 1
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 13:] = 0
+    return input_ids, token_type_ids, attention_mask
+
+
+def test_encoder_equals_huggingface_with_padding_and_two_segments():
+    hf = HFBertModel(hf_config()).eval()
+    ours = Bert.from_huggingface(hf).eval()
+    ids, segments, mask = batch()
+    with torch.no_grad():
+        expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=mask)
+        hidden, pooled = ours(ids, segments, mask)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], expected.last_hidden_state[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_pretraining_heads_equal_huggingface():
+    hf = HFBertForPreTraining(hf_config(seed=2)).eval()
+    ours = BertForPreTraining.from_huggingface(hf).eval()
+    ids, segments, mask = batch(seed=3)
+    with torch.no_grad():
+        expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=mask)
+        out = ours(ids, segments, mask)
+    real = mask.bool()
+    torch.testing.assert_close(out.mlm_logits[real], expected.prediction_logits[real], atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(out.nsp_logits, expected.seq_relationship_logits, atol=1e-5, rtol=0)
+
+
+def test_pretraining_loss_equals_huggingface_and_counts_chosen_positions_only():
+    hf = HFBertForPreTraining(hf_config(seed=4)).eval()
+    ours = BertForPreTraining.from_huggingface(hf).eval()
+    ids, segments, mask = batch(seed=5)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, [2, 5, 9]] = ids[0, [2, 5, 9]]
+    labels[1, [1, 11]] = ids[1, [1, 11]]
+    nsp = torch.tensor([0, 1])
+    with torch.no_grad():
+        expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=mask, labels=labels,
+                      next_sentence_label=nsp)
+        out = ours(ids, segments, mask, mlm_labels=labels, nsp_labels=nsp)
+        full = ours(ids, segments, mask)
+    torch.testing.assert_close(out.loss, expected.loss, atol=1e-5, rtol=0)
+    # The MLM loss by hand: the mean over the 5 chosen positions, and nothing else.
+    log_probs = full.mlm_logits.log_softmax(-1)
+    chosen = labels != IGNORE_INDEX
+    by_hand = -log_probs[chosen].gather(1, labels[chosen][:, None]).mean()
+    torch.testing.assert_close(out.mlm_loss, by_hand, atol=1e-5, rtol=0)
+    all_positions = -log_probs.gather(2, ids[..., None]).mean()
+    assert not torch.allclose(out.mlm_loss, all_positions, atol=1e-3)  # a loss over all differs
+
+
+def test_padding_never_changes_real_tokens():
+    torch.manual_seed(0)
+    model = Bert(BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=2, n_head=2,
+                            d_model=32, dropout=0.0)).eval()
+    ids = torch.randint(6, VOCAB, (1, 9))
+    padded = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 9), torch.zeros(1, 5)], dim=1).long()
+    with torch.no_grad():
+        alone, pooled_alone = model(ids)
+        batched, pooled_batched = model(padded, attention_mask=mask)
+    torch.testing.assert_close(batched[:, :9], alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled_batched, pooled_alone, atol=1e-5, rtol=0)
+
+
+def test_bidirectional_every_position_sees_the_future():
+    torch.manual_seed(0)
+    model = Bert(BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=1, n_head=2,
+                            d_model=32, dropout=0.0)).eval()
+    ids = torch.randint(6, VOCAB, (1, 10))
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % VOCAB
+    with torch.no_grad():
+        a, _ = model(ids)
+        b, _ = model(changed)
+    assert not torch.allclose(a[0, 0], b[0, 0])  # unlike GPT, position 0 sees the last token
+
+
+def test_heads_have_the_documented_shapes_and_load_the_encoder():
+    config = BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=1, n_head=2, d_model=32)
+    pretrained = BertForPreTraining(config)
+    ids, segments, mask = batch()
+    assert BertForSequenceClassification(config, 3)(ids, segments, mask).shape == (2, 3)
+    assert BertForTokenClassification(config, 5)(ids, segments, mask).shape == (2, 20, 5)
+    start, end = BertForQuestionAnswering(config)(ids, segments, mask)
+    assert start.shape == end.shape == (2, 20)
+    task = load_encoder(BertForSequenceClassification(config, 2), pretrained)
+    for (name, a), b in zip(task.bert.state_dict().items(), pretrained.bert.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_bad_input_gets_a_clear_error():
+    model = Bert(BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=1, n_head=2, d_model=32))
+    ids, segments, mask = batch()
+    with pytest.raises(ValueError, match="position table"):
+        model(torch.zeros(1, POSITIONS + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="token ids"):
+        model(torch.full((1, 4), VOCAB))
+    with pytest.raises(ValueError, match="token_type_ids .* must match"):
+        model(ids, segments[:, :5], mask)
+    with pytest.raises(ValueError, match="attention_mask .* must match"):
+        model(ids, segments, mask[:1])
+    with pytest.raises(ValueError, match="segment ids"):
+        model(ids, segments + 1, mask)
+    with pytest.raises(ValueError, match=r"\(batch, time\)"):
+        model(ids[0])
+    with pytest.raises(TypeError, match="long"):
+        model(ids.float())
+
+
+def test_masking_rates_on_a_large_sample():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, 1000, (400, 500), generator=g)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    maskable[:, 0] = False  # [CLS]
+    maskable[:, -50:] = False  # padding
+    masked, labels = mask_tokens(ids, maskable, mask_id=4, random_ids=(10, 1000), generator=g)
+    chosen = labels != IGNORE_INDEX
+    assert not chosen[~maskable].any()  # special tokens and padding never chosen
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert chosen[maskable].float().mean().item() == pytest.approx(0.15, abs=0.003)
+    became_mask = (masked[chosen] == 4).float().mean().item()
+    kept = (masked[chosen] == ids[chosen]).float().mean().item()
+    assert became_mask == pytest.approx(0.8, abs=0.01)
+    # 10% kept on purpose, plus the random draws that happen to hit the original token.
+    assert kept == pytest.approx(0.1 + 0.1 / 990, abs=0.01)
+    assert 1 - became_mask - kept == pytest.approx(0.1, abs=0.01)
+    assert torch.equal(masked[~chosen], ids[~chosen])  # unchosen positions untouched
+
+
+def test_sentence_pairs_follow_or_come_from_elsewhere():
+    # Document d's sentences hold ids 100*d + i, so the origin of every token is known.
+    documents = [[[100 * d + 10 * s + i for i in range(3)] for s in range(6)] for d in range(5)]
+    rng = random.Random(0)
+    labels = []
+    for _ in range(400):
+        a, b, label = sentence_pair(documents, max_tokens=12, rng=rng)
+        labels.append(label)
+        assert len(a) + len(b) <= 12 and a and b
+        same_doc = a[0] // 100 == b[0] // 100
+        if label == 0:
+            assert same_doc and b[0] == a[-1] + 8  # B starts with the sentence after A's last
+        else:
+            assert not same_doc
+    assert sum(labels) / len(labels) == pytest.approx(0.5, abs=0.08)
+
+
+def test_pack_pairs_builds_cls_a_sep_b_sep_with_segments():
+    input_ids, segments, mask, labels = pack_pairs([([7, 8], [9], 0), ([7], [8, 9, 10], 1)],
+                                                   cls_id=2, sep_id=3, pad_id=0)
+    assert input_ids.tolist() == [[2, 7, 8, 3, 9, 3, 0], [2, 7, 3, 8, 9, 10, 3]]
+    assert segments.tolist() == [[0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1, 1, 0], [1] * 7]
+    assert labels.tolist() == [0, 1]

@@ -51,3 +51,39 @@ def entity_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]])
     recall = correct / expected if expected else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1's answer normalisation (as in its official evaluation script): lower case,
+    drop punctuation, drop the articles a/an/the, collapse whitespace."""
+    import re
+    import string
+
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised reference answer, else 0.0."""
+    if not answers:
+        raise ValueError("a SQuAD question needs at least one reference answer.")
+    return float(any(normalize_answer(prediction) == normalize_answer(a) for a in answers))
+
+
+def squad_f1(prediction: str, answers: Sequence[str]) -> float:
+    """The best, over the reference answers, of the F1 of shared normalised words (a bag of
+    words: each shared word counts as often as it occurs in both)."""
+    from collections import Counter
+
+    if not answers:
+        raise ValueError("a SQuAD question needs at least one reference answer.")
+    predicted = normalize_answer(prediction).split()
+    best = 0.0
+    for answer in answers:
+        reference = normalize_answer(answer).split()
+        shared = sum((Counter(predicted) & Counter(reference)).values())
+        if shared:
+            precision, recall = shared / len(predicted), shared / len(reference)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best

@@ -100,3 +100,20 @@ def test_entity_f1_agrees_with_seqeval_on_random_taggings():
         assert ours["precision"] == pytest.approx(precision_score(gold, predicted))
         assert ours["recall"] == pytest.approx(recall_score(gold, predicted))
         assert ours["f1"] == pytest.approx(f1_score(gold, predicted))
+
+
+def test_squad_metrics_follow_the_official_definitions():
+    from ctxlib.metrics import normalize_answer, squad_exact_match, squad_f1
+
+    assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
+    assert normalize_answer("an apple, a pear") == "apple pear"
+    assert squad_exact_match("the Eiffel tower.", ["Eiffel Tower", "Paris"]) == 1.0
+    assert squad_exact_match("tower", ["Eiffel Tower"]) == 0.0
+    # "in 1889" vs "1889": precision 1/2, recall 1, F1 2/3; the best reference counts.
+    assert squad_f1("in 1889", ["1889"]) == pytest.approx(2 / 3)
+    assert squad_f1("in 1889", ["in 1889", "1889"]) == 1.0
+    assert squad_f1("Denver Broncos", ["Carolina Panthers"]) == 0.0
+    # Repeated words count as often as they occur in both.
+    assert squad_f1("the the cat cat", ["cat dog"]) == pytest.approx(2 * 0.5 * 0.5 / 1.0)
+    with pytest.raises(ValueError):
+        squad_f1("x", [])

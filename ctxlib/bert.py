@@ -221,15 +221,8 @@ class BertForSequenceClassification(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(BertForSequenceClassification):
     """A label per token (tagging, NER): dropout and a linear layer on every hidden state."""
-
-    def __init__(self, config: BertConfig, num_labels: int):
-        super().__init__()
-        self.bert = Bert(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.d_model, num_labels)
-        self.classifier.apply(_init_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
         """-> logits (B, T, num_labels)."""

@@ -322,16 +322,21 @@ def check_perplexity(perplexity, loss: float) -> None:
     _passed(f"as uncertain as a uniform choice among {perplexity:.0f} tokens.")
 
 
-def check_loss_target(loss: float, target: float) -> None:
-    """A validation-loss target (GPU exercises)."""
-    if not isinstance(loss, float):
-        _fail("give the validation loss as a Python float.")
+def _check_at_most(value, target: float, name: str, hint: str, digits: int = 3) -> None:
+    """A GPU exercise's target for a quantity that must come down (a loss, a perplexity)."""
+    if not isinstance(value, float):
+        _fail(f"give the {name} as a Python float.")
     if _target_skipped():
         return
-    if loss > target:
-        _fail(f"validation loss {loss:.3f} is above the target {target}: train longer, or check "
-              "that you use the gpu budget's model (6 layers, 6 heads, width 384, context 256).")
-    _passed(f"validation loss {loss:.3f} (target {target}).")
+    if value > target:
+        _fail(f"{name} {value:.{digits}f} is above the target {target}: {hint}")
+    _passed(f"{name} {value:.{digits}f} (target {target}).")
+
+
+def check_loss_target(loss: float, target: float) -> None:
+    """Exercise 4.4: a validation-loss target."""
+    _check_at_most(loss, target, "validation loss", "train longer, or check that you use the gpu "
+                   "budget's model (6 layers, 6 heads, width 384, context 256).")
 
 
 # --- Chapter 3: ELMo ---------------------------------------------------------------------
@@ -370,12 +375,51 @@ def check_reverse_padded(reverse) -> None:
 
 
 def check_perplexity_target(perplexity: float, target: float) -> None:
-    """A validation-perplexity target (GPU exercises)."""
-    if not isinstance(perplexity, float):
-        _fail("give the perplexity as a Python float (math.exp of the mean loss in nats).")
-    if _target_skipped():
-        return
-    if perplexity > target:
-        _fail(f"perplexity {perplexity:.1f} is above the target {target}: train longer, or "
-              "widen the LSTMs (hidden) and the token encoding (dim).")
-    _passed(f"validation perplexity {perplexity:.1f} (target {target}).")
+    """Exercise 3.3: a validation-perplexity target."""
+    _check_at_most(perplexity, target, "validation perplexity", "train longer, or widen the "
+                   "LSTMs (hidden) and the token encoding (dim).", digits=1)
+
+
+# --- Chapter 5: BERT ---------------------------------------------------------------------
+
+
+def check_mask_tokens(mask_tokens) -> None:
+    """Exercise 5.1: ``mask_tokens(input_ids, maskable, mask_id, vocab_size, generator)``
+    applies BERT's 15% / 80-10-10 masking and returns (masked inputs, labels)."""
+    from ctxlib.batches import IGNORE_INDEX
+
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(10, 500, (200, 200), generator=g)
+    maskable = torch.rand(ids.shape, generator=g) > 0.1  # about 10% specials or padding
+    result = mask_tokens(ids.clone(), maskable, 4, 500, torch.Generator().manual_seed(0))
+    if not isinstance(result, tuple) or len(result) != 2:
+        _fail("return two tensors: the masked input_ids and the labels.")
+    masked, labels = (_expect_tensor(t, name, tuple(ids.shape)) for t, name in
+                      zip(result, ("masked input_ids", "labels")))
+    chosen = labels != IGNORE_INDEX
+    if chosen[~maskable].any():
+        _fail("a position where maskable is False (a special token or padding) was chosen.")
+    if not torch.equal(labels[chosen], ids[chosen]):
+        _fail("the label of a chosen position is its ORIGINAL token id; IGNORE_INDEX elsewhere.")
+    rate = chosen[maskable].float().mean().item()
+    if abs(rate - 0.15) > 0.01:
+        _fail(f"{rate:.1%} of the maskable positions were chosen; BERT chooses 15%.")
+    if not torch.equal(masked[~chosen], ids[~chosen]):
+        _fail("positions that were not chosen must keep their token.")
+    as_mask = (masked[chosen] == 4).float().mean().item()
+    kept = (masked[chosen] == ids[chosen]).float().mean().item()
+    if abs(as_mask - 0.8) > 0.02 or abs(kept - 0.1) > 0.02:
+        _fail(f"of the chosen positions, {as_mask:.0%} became [MASK] and {kept:.0%} kept their "
+              "token; BERT uses 80% [MASK], 10% a random token, 10% unchanged.")
+    _passed("15% chosen; of those 80% [MASK], 10% random, 10% unchanged.")
+
+
+def check_nsp_ablation(result) -> None:
+    """Exercise 5.2: dev accuracies on SST-2 after pretraining with and without NSP."""
+    if not isinstance(result, dict) or set(result) != {"with_nsp", "without_nsp"}:
+        _fail('give a dict with the keys "with_nsp" and "without_nsp".')
+    for name, value in result.items():
+        if not isinstance(value, float) or not 0 <= value <= 1:
+            _fail(f"{name} should be an accuracy, a float between 0 and 1.")
+    difference = result["with_nsp"] - result["without_nsp"]
+    _passed(f"NSP changed SST-2 dev accuracy by {100 * difference:+.1f} points at this budget.")

@@ -11,6 +11,19 @@ import torch
 IGNORE_INDEX = -100  # label of positions that take no part in a loss (PyTorch's default)
 
 
+def check_ids(ids: torch.Tensor, size: int, name: str) -> None:
+    """Raise a clear error unless ``ids`` (any shape) are torch.long and lie in [0, size).
+
+    An id outside the table would otherwise fail deep inside an embedding lookup (or, on a GPU,
+    as an opaque device-side assert); ``name`` says which ids, e.g. "token ids".
+    """
+    if ids.dtype != torch.long:
+        raise TypeError(f"{name} must be torch.long, got {ids.dtype}.")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= size):
+        raise ValueError(f"{name} must lie in [0, {size}), found {ids.min().item()}.."
+                         f"{ids.max().item()}.")
+
+
 def lm_windows(
     token_ids: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

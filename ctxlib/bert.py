@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX
+from ctxlib.batches import IGNORE_INDEX, check_ids
 from ctxlib.layers import TransformerBlock
 
 
@@ -114,7 +114,7 @@ class Bert(nn.Module):
         if T > self.config.max_position:
             raise ValueError(f"{T} tokens, but the position table holds {self.config.max_position}: "
                              "truncate the input or build the model with a larger max_position.")
-        _check_ids(input_ids, self.config.vocab_size, "token ids")
+        check_ids(input_ids, self.config.vocab_size, "token ids")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if attention_mask is None:
@@ -123,7 +123,7 @@ class Bert(nn.Module):
             if t.shape != input_ids.shape:
                 raise ValueError(f"{name} has shape {tuple(t.shape)}, but input_ids has "
                                  f"{tuple(input_ids.shape)}; they must match.")
-        _check_ids(token_type_ids, self.config.type_vocab_size, "segment ids (token_type_ids)")
+        check_ids(token_type_ids, self.config.type_vocab_size, "segment ids (token_type_ids)")
         return token_type_ids, attention_mask
 
     @classmethod
@@ -380,10 +380,3 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
 
-
-def _check_ids(ids: torch.Tensor, size: int, name: str) -> None:
-    if ids.dtype != torch.long:
-        raise TypeError(f"{name} must be torch.long, got {ids.dtype}.")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= size):
-        raise ValueError(f"{name} must lie in [0, {size}), found {ids.min().item()}.."
-                         f"{ids.max().item()}.")

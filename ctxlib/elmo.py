@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX
+from ctxlib.batches import IGNORE_INDEX, check_ids
 
 # Character ids: 0 pads, bytes of the UTF-8 word are 1..256, then begin- and end-of-word marks.
 PAD_CHAR, BOW_CHAR, EOW_CHAR = 0, 257, 258
@@ -193,15 +193,9 @@ class BiLM(nn.Module):
                 f"char_ids must have shape (batch, time, {self.config.max_chars}), got "
                 f"{tuple(char_ids.shape)}; CharVocab(max_chars).sentences(...) builds it."
             )
-        if char_ids.dtype != torch.long:
-            raise TypeError(f"char_ids must be torch.long, got {char_ids.dtype}.")
         if char_ids.shape[1] == 0:
             raise ValueError("char_ids has no words (time dimension 0).")
-        if char_ids.min() < 0 or char_ids.max() >= self.config.char_vocab_size:
-            raise ValueError(
-                f"character ids must lie in [0, {self.config.char_vocab_size}), found "
-                f"{char_ids.min().item()}..{char_ids.max().item()}."
-            )
+        check_ids(char_ids, self.config.char_vocab_size, "character ids")
         mask = (char_ids != PAD_CHAR).any(dim=-1)  # (B, T)
         lengths = mask.sum(dim=1)
         if (lengths == 0).any():
@@ -242,10 +236,8 @@ class BiLM(nn.Module):
             raise ValueError(f"word_ids {tuple(word_ids.shape)} must match char_ids' "
                              f"(batch, time) {tuple(char_ids.shape[:2])}.")
         _, forward, backward, mask = self.directions(char_ids)
-        real = word_ids[mask]  # the ids at padding positions are never used
-        if real.min() < 0 or real.max() >= self.config.vocab_size:
-            raise ValueError(f"word ids must lie in [0, {self.config.vocab_size}), found "
-                             f"{real.min().item()}..{real.max().item()}.")
+        # the ids at padding positions are never used, so only the real ones are checked
+        check_ids(word_ids[mask], self.config.vocab_size, "word ids")
         forward_targets, backward_targets = shifted_targets(word_ids, mask)
         return (self._nll(forward[-1], forward_targets), self._nll(backward[-1], backward_targets))
 

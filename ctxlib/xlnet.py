@@ -1,0 +1,565 @@
+"""XLNet (Yang et al., NeurIPS 2019) in one file: relative attention with two streams and memory,
+the permutation language-modelling objective, and heads for fine-tuning.
+
+    config = XLNetConfig(vocab_size=4000, mem_len=64)
+    model = XLNetLM(config)
+    perm_mask, target_mapping, labels = permutation_batch(input_ids, num_predict=8, generator=g)
+    out = model(input_ids, perm_mask=perm_mask, target_mapping=target_mapping, labels=labels)
+    out.loss.backward()                      # out.mems feeds the next segment: model(..., mems=out.mems)
+
+The pieces, each a section below:
+
+1. **Relative positions** (from Transformer-XL, Dai et al., ACL 2019). No position table: the
+   score of query i and key j gets a term that depends only on their distance i - j, read from
+   sinusoidal encodings of every distance, plus two learned biases (content and position).
+2. **Relative segments.** A term that depends only on whether i and j lie in the same segment.
+3. **Two streams.** The content stream h is an ordinary representation of each token. The query
+   stream g represents "the token at position t, whose content I may not see": it starts from
+   one learned vector (``mask_emb``), attends to the content stream with the same weights, and
+   is what predicts the targets.
+4. **Memory.** Each layer's input on the previous segment, kept (without gradient) and
+   prepended to the keys and values of the next segment.
+
+Conventions are the reference's (Hugging Face ``XLNetLMHeadModel``, whose weights load here and
+whose outputs ours equal, tests/test_xlnet.py), except that everything is batch-first: the
+reference keeps time first inside and transposes at its boundary; we never do.
+- ``perm_mask[b, i, j] = 1``: token i may **not** attend to token j;
+- ``target_mapping[b, k, t] = 1``: the k-th prediction is the token at position t;
+- ``attention_mask[b, t] = 1`` for real tokens, 0 for padding (the same as BERT's).
+
+Shapes: B batch, T tokens of this segment, M tokens of memory, K = M + T keys, P = K + T
+relative distances, N targets, H heads, D width of a head, C = H * D width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctxlib.batches import IGNORE_INDEX, check_ids
+from ctxlib.layers import FeedForward
+
+# Added to the score of a forbidden key. Finite, as in the reference: a query with no allowed key
+# at all (the first target of an order, when there is no context) gets a uniform average instead
+# of the NaN that -inf would give; its output is then never used as a prediction of anything.
+BLOCKED = -1e30
+
+
+@dataclass
+class XLNetConfig:
+    """Every size of the model. XLNet-base is n_layer=12, n_head=12, d_model=768, d_ff=3072,
+    vocab_size=32000, mem_len=384 in pretraining; the defaults here train on a CPU."""
+
+    vocab_size: int = 4000
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 256
+    d_ff: int | None = None  # None: 4 * d_model
+    dropout: float = 0.1  # on embeddings, positions, attention weights and sub-layer outputs
+    layer_norm_eps: float = 1e-12  # the reference's value
+    mem_len: int = 0  # hidden states of past segments kept per layer (0: return no memory)
+    clamp_len: int = -1  # distances longer than this share one encoding (-1: no clamping)
+
+    def __post_init__(self):
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}.")
+        if self.d_model % 2:
+            raise ValueError("d_model must be even (sinusoidal encodings pair sin and cos).")
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+
+
+# --- 1. Relative positional encodings ----------------------------------------------------------
+
+def relative_encodings(T: int, M: int, d_model: int, clamp_len: int = -1,
+                       device=None) -> torch.Tensor:
+    """Sinusoidal encodings of the distances K, K-1, ..., -T+1 (K = M + T): (P = K + T, C).
+
+    Row p encodes the distance K - p. A query at position t of the segment (absolute M + t) and
+    the key at j are M + t - j apart, which is row T - t + j (see ``relative_index``).
+    """
+    K = M + T
+    distances = torch.arange(K, -T, -1, device=device, dtype=torch.float)  # (P,)
+    if clamp_len > 0:
+        distances = distances.clamp(-clamp_len, clamp_len)
+    inv_freq = 1 / 10000 ** (torch.arange(0, d_model, 2, device=device).float() / d_model)
+    angles = distances[:, None] * inv_freq  # (P, C/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)  # (P, C): all sines, then all cosines
+
+
+def relative_index(query_positions: torch.Tensor, T: int, K: int) -> torch.Tensor:
+    """(B, Tq) positions in a segment of T tokens -> (B, 1, Tq, K): for each query and each of
+    the K keys, the row of ``relative_encodings`` that holds their distance, T - t + j.
+
+    (The reference gets the same numbers with Transformer-XL's "relative shift", a reshape
+    trick; an index says what it means.)"""
+    keys = torch.arange(K, device=query_positions.device)  # (K,)
+    return (T - query_positions[..., None] + keys)[:, None]
+
+
+class RelativeAttention(nn.Module):
+    """Multi-head attention whose scores add three terms (Transformer-XL, XLNet):
+
+        score(i, j) = [ (q_i + u)·k_j            content: what j holds
+                      + (q_i + v)·r_{i-j}        position: how far j is from i
+                      + (q_i + s)·e_{same(i,j)}  segment: same segment as i or not ] / √D
+
+    with u, v, s learned biases per head (``content_bias``, ``position_bias``,
+    ``segment_bias``). The content term goes through the fused
+    ``scaled_dot_product_attention``; the other two enter it as an additive bias.
+    One module serves both streams: only the queries differ.
+    """
+
+    def __init__(self, config: XLNetConfig):
+        super().__init__()
+        C, H = config.d_model, config.n_head
+        self.n_head, self.d_head = H, C // H
+        self.query = nn.Linear(C, C, bias=False)
+        self.key = nn.Linear(C, C, bias=False)
+        self.value = nn.Linear(C, C, bias=False)
+        self.position = nn.Linear(C, C, bias=False)  # projects the distance encodings r
+        self.out = nn.Linear(C, C, bias=False)
+        self.content_bias = nn.Parameter(torch.zeros(H, self.d_head))  # u
+        self.position_bias = nn.Parameter(torch.zeros(H, self.d_head))  # v
+        self.segment_bias = nn.Parameter(torch.zeros(H, self.d_head))  # s
+        self.segment_embed = nn.Parameter(torch.zeros(2, H, self.d_head))  # e_same, e_different
+        self.norm = nn.LayerNorm(C, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.p_dropout = config.dropout
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, H, T, D)."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
+
+    def attend(self, x: torch.Tensor, query_positions: torch.Tensor, keys: torch.Tensor,
+               values: torch.Tensor, position_keys: torch.Tensor,
+               different_segment: torch.Tensor | None, blocked: torch.Tensor | None):
+        """One stream's attention and its residual sub-layer.
+
+        x: (B, Tq, C) the stream's input; query_positions: (B, Tq) where each query sits in the
+        segment; keys, values: (B, H, K, D); position_keys: (H, P, D);
+        different_segment: (B, Tq, K) bool or None; blocked: (B, Tq, K) bool or None.
+        Returns LayerNorm(x + attention output): (B, Tq, C).
+        """
+        q = self.heads(self.query(x))  # (B, H, Tq, D)
+        B, H, Tq, D = q.shape
+        K = keys.shape[2]
+        # position term: score against every distance, then pick each (query, key)'s distance
+        by_distance = torch.einsum("bhid,hpd->bhip", q + self.position_bias[:, None], position_keys)
+        T = position_keys.shape[1] - K  # P = K + T distances
+        index = relative_index(query_positions, T, K).expand(B, H, Tq, K)
+        bias = by_distance.gather(-1, index)  # (B, H, Tq, K)
+        if different_segment is not None:
+            # the segment term: (q + s)·e_same or (q + s)·e_different
+            by_segment = torch.einsum("bhid,shd->bhis", q + self.segment_bias[:, None],
+                                      self.segment_embed)  # (B, H, Tq, 2)
+            bias = bias + torch.where(different_segment[:, None], by_segment[..., 1:],
+                                      by_segment[..., :1])
+        bias = bias / math.sqrt(D)  # the fused kernel scales only the content term
+        if blocked is not None:
+            bias = bias.masked_fill(blocked[:, None], BLOCKED)
+        y = F.scaled_dot_product_attention(
+            q + self.content_bias[:, None], keys, values, attn_mask=bias,
+            dropout_p=self.p_dropout if self.training else 0.0)  # (B, H, Tq, D)
+        y = y.transpose(1, 2).reshape(B, Tq, H * D)
+        return self.norm(x + self.dropout(self.out(y)))
+
+
+class XLNetLayer(nn.Module):
+    """Relative attention then a feed-forward network, post-LN like BERT, applied to the
+    content stream and (when there are targets) to the query stream with the same weights."""
+
+    def __init__(self, config: XLNetConfig):
+        super().__init__()
+        self.attn = RelativeAttention(config)
+        self.ff = FeedForward(config.d_model, config.d_ff, "gelu", config.dropout)
+        self.ff_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ff_norm(x + self.ff(x))
+
+    def forward(self, h, g, memory, encodings, target_positions, different_segment,
+                blocked_h, blocked_g):
+        """h: (B, T, C) content stream; g: (B, N, C) query stream or None; memory: (B, M, C) or
+        None; encodings: (P, C); target_positions: (B, N) or None. Returns the new (h, g)."""
+        B, T, _ = h.shape
+        context = h if memory is None else torch.cat([memory, h], dim=1)  # (B, K, C)
+        keys = self.attn.heads(self.attn.key(context))  # (B, H, K, D), shared by both streams
+        values = self.attn.heads(self.attn.value(context))
+        position_keys = self.attn.position(encodings).view(-1, self.attn.n_head, self.attn.d_head)
+        position_keys = position_keys.transpose(0, 1)  # (H, P, D)
+        positions = torch.arange(T, device=h.device).expand(B, T)
+
+        def rows(mask, where):  # the rows of a (B, T, K) mask at the given (B, N) positions
+            if mask is None:
+                return None
+            return mask.gather(1, where[..., None].expand(-1, -1, mask.shape[-1]))
+
+        new_h = self.attn.attend(h, positions, keys, values, position_keys, different_segment,
+                                 blocked_h)
+        new_g = None
+        if g is not None:
+            # each query sits at its target's position: its distances, segment and mask row
+            new_g = self.attn.attend(g, target_positions, keys, values, position_keys,
+                                     rows(different_segment, target_positions),
+                                     rows(blocked_g, target_positions))
+            new_g = self.feed_forward(new_g)
+        return self.feed_forward(new_h), new_g
+
+
+# --- The model ---------------------------------------------------------------------------------
+
+class XLNetOutput(NamedTuple):
+    hidden: torch.Tensor  # (B, N, C) the query stream at the targets, or (B, T, C) the content
+    mems: list[torch.Tensor] | None  # n_layer tensors (B, min(mem_len, M + T), C), or None
+
+
+class XLNet(nn.Module):
+    """The encoder: word embeddings, n_layer two-stream layers, memory in and out."""
+
+    def __init__(self, config: XLNetConfig):
+        super().__init__()
+        self.config = config
+        self.word_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.mask_emb = nn.Parameter(torch.zeros(config.d_model))  # where every query stream starts
+        self.layers = nn.ModuleList(XLNetLayer(config) for _ in range(config.n_layer))
+        self.dropout = nn.Dropout(config.dropout)
+        self.apply(_init_weights)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, perm_mask=None,
+                target_mapping=None, mems=None) -> XLNetOutput:
+        """input_ids, token_type_ids, attention_mask: (B, T); perm_mask: (B, T, T);
+        target_mapping: (B, N, T), one 1 per row; mems: n_layer tensors (B, M, C)."""
+        self._check(input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems)
+        B, T = input_ids.shape
+        M = mems[0].shape[1] if mems else 0
+        blocked_h, blocked_g = attention_masks(B, T, M, attention_mask, perm_mask)
+        different_segment = None
+        if token_type_ids is not None:
+            # memory counts as segment 0, as in the reference
+            key_segments = F.pad(token_type_ids, (M, 0), value=0)  # (B, K)
+            different_segment = token_type_ids[:, :, None] != key_segments[:, None, :]  # (B, T, K)
+
+        h = self.dropout(self.word_embedding(input_ids))  # (B, T, C)
+        g, target_positions = None, None
+        if target_mapping is not None:
+            target_positions = target_mapping.argmax(dim=-1)  # (B, N)
+            g = self.dropout(self.mask_emb.expand(B, target_mapping.shape[1], -1))  # (B, N, C)
+        encodings = self.dropout(relative_encodings(T, M, self.config.d_model,
+                                                    self.config.clamp_len, h.device))
+        new_mems = [] if self.config.mem_len > 0 else None
+        for i, layer in enumerate(self.layers):
+            memory = mems[i] if mems else None
+            if new_mems is not None:
+                # what this layer sees of the past next time: its input, the newest mem_len
+                kept = h if memory is None else torch.cat([memory, h], dim=1)
+                new_mems.append(kept[:, -self.config.mem_len:].detach())
+            h, g = layer(h, g, memory, encodings, target_positions, different_segment,
+                         blocked_h, blocked_g)
+        return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
+
+    def _check(self, input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems):
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, time), got {tuple(input_ids.shape)}.")
+        check_ids(input_ids, self.config.vocab_size, "token ids")
+        B, T = input_ids.shape
+        for name, t in (("token_type_ids", token_type_ids), ("attention_mask", attention_mask)):
+            if t is not None and t.shape != input_ids.shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}, but input_ids has "
+                                 f"{tuple(input_ids.shape)}; they must match.")
+        if perm_mask is not None and tuple(perm_mask.shape) != (B, T, T):
+            raise ValueError(f"perm_mask must be (batch, time, time) = {(B, T, T)}, got "
+                             f"{tuple(perm_mask.shape)}.")
+        if target_mapping is not None:
+            if target_mapping.dim() != 3 or target_mapping.shape[0] != B or \
+                    target_mapping.shape[2] != T:
+                raise ValueError(f"target_mapping must be (batch, targets, time) = ({B}, N, {T}),"
+                                 f" got {tuple(target_mapping.shape)}.")
+            one_hot = ((target_mapping == 0) | (target_mapping == 1)).all() and \
+                (target_mapping.sum(dim=-1) == 1).all()
+            if not one_hot:
+                raise ValueError("each row of target_mapping must hold a single 1 (the position "
+                                 "of that prediction) and 0 elsewhere.")
+        if mems:
+            if len(mems) != self.config.n_layer:
+                raise ValueError(f"mems holds {len(mems)} layers; this model has "
+                                 f"{self.config.n_layer}.")
+            for m in mems:
+                if m.dim() != 3 or m.shape[0] != B or m.shape[2] != self.config.d_model:
+                    raise ValueError(
+                        f"a memory of shape {tuple(m.shape)} does not fit: this model needs "
+                        f"(batch={B}, memory length, width={self.config.d_model}); was it made by "
+                        "a model of another width, or for another batch size?")
+
+    @classmethod
+    def from_huggingface(cls, hf_model) -> XLNet:
+        """Our encoder with the weights of a ``transformers.XLNetModel`` (any supported config)."""
+        model = cls(config_from_huggingface(hf_model.config))
+        model.load_state_dict(_encoder_state(hf_model.state_dict(), "", model.config))
+        return model
+
+
+def attention_masks(B: int, T: int, M: int, attention_mask=None, perm_mask=None):
+    """The boolean masks (B, T, K), True = blocked, of the content stream and the query stream.
+
+    A key is blocked if ``perm_mask`` says so or it is padding; memory is never blocked. The query
+    stream uses exactly that; the content stream may also always see its own token (that is the
+    one difference between the streams' masks). Both are None when nothing is blocked.
+    """
+    blocked = perm_mask.bool() if perm_mask is not None else None
+    if attention_mask is not None:
+        padding = (attention_mask == 0)[:, None, :]  # (B, 1, T): nobody attends to padding
+        blocked = padding if blocked is None else blocked | padding
+    if blocked is None:
+        return None, None
+    blocked = F.pad(blocked.expand(B, T, T), (M, 0), value=False)  # (B, T, K)
+    itself = F.pad(torch.eye(T, dtype=torch.bool, device=blocked.device), (M, 0), value=False)
+    return blocked & ~itself, blocked
+
+
+class LMOutput(NamedTuple):
+    logits: torch.Tensor  # (B, N, V) at the targets, or (B, T, V)
+    mems: list[torch.Tensor] | None
+    loss: torch.Tensor | None  # mean cross-entropy over labels that are not IGNORE_INDEX
+
+
+class XLNetLM(nn.Module):
+    """XLNet with its language-modelling head, whose weights are the word embeddings (tied)."""
+
+    def __init__(self, config: XLNetConfig):
+        super().__init__()
+        self.config = config
+        self.xlnet = XLNet(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size)
+        self.lm_head.weight = self.xlnet.word_embedding.weight  # tied
+        nn.init.zeros_(self.lm_head.bias)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, perm_mask=None,
+                target_mapping=None, mems=None, labels=None) -> LMOutput:
+        """As ``XLNet.forward``; ``labels`` (B, N) with targets, else (B, T)."""
+        hidden, new_mems = self.xlnet(input_ids, token_type_ids, attention_mask, perm_mask,
+                                      target_mapping, mems)
+        logits = self.lm_head(hidden)  # (B, N or T, V)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:2]:
+                raise ValueError(f"labels {tuple(labels.shape)} must be {tuple(logits.shape[:2])}"
+                                 " (one per target, or one per token without target_mapping).")
+            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return LMOutput(logits, new_mems, loss)
+
+    @classmethod
+    def from_huggingface(cls, hf_model) -> XLNetLM:
+        """Ours with the weights of a ``transformers.XLNetLMHeadModel`` (no download needed)."""
+        model = cls(config_from_huggingface(hf_model.config))
+        hf = hf_model.state_dict()
+        state = _encoder_state(hf, "transformer.", model.config, into="xlnet.")
+        state["lm_head.weight"] = hf["lm_loss.weight"]
+        state["lm_head.bias"] = hf["lm_loss.bias"]
+        model.load_state_dict(state)
+        return model
+
+
+# --- Heads for fine-tuning ---------------------------------------------------------------------
+
+class XLNetForSequenceClassification(nn.Module):
+    """Sentence classes from the **last** position, where XLNet puts ``<cls>``: the reference's
+    "sequence summary" (a dense layer and tanh), dropout, then a linear layer to the classes.
+    Because the last position is read, batches are padded on the left."""
+
+    def __init__(self, config: XLNetConfig, num_labels: int):
+        super().__init__()
+        self.xlnet = XLNet(config)
+        self.summary = nn.Linear(config.d_model, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, num_labels)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mems=None):
+        """(B, T) -> logits (B, num_labels)."""
+        if attention_mask is not None and (attention_mask[:, -1] == 0).any():
+            raise ValueError("the last position is padding, but XLNet classifies from the last "
+                             "position: pad on the left (ctxlib.xlnet.pad_left).")
+        hidden, _ = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
+        summary = torch.tanh(self.summary(hidden[:, -1]))  # (B, C)
+        return self.classifier(self.dropout(summary))
+
+    @classmethod
+    def from_huggingface(cls, hf_model) -> XLNetForSequenceClassification:
+        """Ours from a ``transformers.XLNetForSequenceClassification`` (summary type "last",
+        with its projection and tanh: the reference's defaults)."""
+        c = hf_model.config
+        if (c.summary_type, c.summary_use_proj, c.summary_activation) != ("last", True, "tanh"):
+            raise ValueError("only the default summary (last token, projection, tanh) is built.")
+        return _with_head(cls(config_from_huggingface(c), c.num_labels), hf_model.state_dict(),
+                          {"summary": "sequence_summary.summary", "classifier": "logits_proj"})
+
+
+class XLNetForTokenClassification(nn.Module):
+    """A class for every token: a linear layer on the content stream, (B, T) -> (B, T, labels)."""
+
+    def __init__(self, config: XLNetConfig, num_labels: int):
+        super().__init__()
+        self.xlnet = XLNet(config)
+        self.classifier = nn.Linear(config.d_model, num_labels)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mems=None):
+        hidden, _ = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
+        return self.classifier(hidden)
+
+    @classmethod
+    def from_huggingface(cls, hf_model) -> XLNetForTokenClassification:
+        """Ours from a ``transformers.XLNetForTokenClassification``."""
+        c = hf_model.config
+        return _with_head(cls(config_from_huggingface(c), c.num_labels), hf_model.state_dict(),
+                          {"classifier": "classifier"})
+
+
+def _with_head(model: nn.Module, hf: dict, layers: dict[str, str]) -> nn.Module:
+    """Load the reference's encoder (under "transformer.") and the named linear layers."""
+    state = _encoder_state(hf, "transformer.", model.xlnet.config, into="xlnet.")
+    for ours, theirs in layers.items():
+        for p in ("weight", "bias"):
+            state[f"{ours}.{p}"] = hf[f"{theirs}.{p}"]
+    model.load_state_dict(state)
+    return model
+
+
+def load_encoder(task_model: nn.Module, pretrained: XLNetLM) -> nn.Module:
+    """Copy a pretrained ``XLNetLM``'s encoder into a task model (its head stays as built)."""
+    task_model.xlnet.load_state_dict(pretrained.xlnet.state_dict())
+    return task_model
+
+
+def pad_left(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> (input_ids, attention_mask), each (B, T), padding on the left so that
+    every sequence ends at the last position (where XLNet's classifier reads)."""
+    T = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), T), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            input_ids[row, T - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, T - len(seq):] = 1
+    return input_ids, attention_mask
+
+
+# --- The permutation language-modelling objective ----------------------------------------------
+
+def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_span: int = 1):
+    """Sample which tokens to predict and a factorization order; build the mask.
+
+    ``num_predict`` tokens are targets (partial prediction: the paper predicts the last 1/K of
+    the order, K = 6 or 7); the rest are context. With ``max_span`` > 1 the targets come in
+    spans of 1..max_span tokens, as in the paper's implementation. The order puts the context
+    first (its tokens see each other and are seen by all) and the targets after it, shuffled.
+
+    Returns ``perm_mask`` (T, T) float, 1 where i may not attend to j: j is a target that does
+    not come before i in the order (for a target, itself included: the query stream must not
+    see its own token; the content stream gets its own token back in ``attention_masks``), and
+    the target positions (num_predict,) in the order they are predicted.
+    """
+    if not 0 < num_predict <= T:
+        raise ValueError(f"num_predict must be between 1 and T = {T}, got {num_predict}.")
+    is_target = torch.zeros(T, dtype=torch.bool)
+    if max_span <= 1:
+        is_target[torch.randperm(T, generator=generator)[:num_predict]] = True
+    else:
+        while is_target.sum() < num_predict:
+            length = int(torch.randint(1, max_span + 1, (1,), generator=generator))
+            start = int(torch.randint(0, T, (1,), generator=generator))
+            for t in range(start, min(T, start + length)):
+                if is_target.sum() < num_predict:
+                    is_target[t] = True
+    targets = is_target.nonzero().squeeze(1)
+    targets = targets[torch.randperm(len(targets), generator=generator)]  # the order of prediction
+    rank = torch.full((T,), -1)  # step of each token in the order; all context shares step -1
+    rank[targets] = torch.arange(len(targets))
+    own_rank = torch.where(is_target, rank, rank + 1)  # context: 0, so it sees no target at all
+    perm_mask = (own_rank[:, None] <= rank[None, :]) & is_target[None, :]
+    return perm_mask.float(), targets
+
+
+def permutation_batch(input_ids: torch.Tensor, num_predict: int, generator: torch.Generator,
+                      max_span: int = 1):
+    """(B, T) token ids -> perm_mask (B, T, T), target_mapping (B, N, T), labels (B, N): one
+    order per sequence, ``num_predict`` = N targets each, labels = the targets' token ids."""
+    B, T = input_ids.shape
+    masks, mappings, labels = [], [], []
+    for b in range(B):
+        perm_mask, targets = permutation_masks(T, num_predict, generator, max_span)
+        masks.append(perm_mask)
+        mappings.append(F.one_hot(targets, T).float())
+        labels.append(input_ids[b, targets])
+    return torch.stack(masks), torch.stack(mappings), torch.stack(labels)
+
+
+# --- Loading the reference's weights -----------------------------------------------------------
+
+def config_from_huggingface(hf_config) -> XLNetConfig:
+    """Our config from a ``transformers.XLNetConfig``; options we do not build are an error."""
+    unsupported = {
+        "attn_type": (hf_config.attn_type, "bi"),
+        "bi_data": (hf_config.bi_data, False),
+        "ff_activation": (hf_config.ff_activation, "gelu"),
+        "reuse_len": (hf_config.reuse_len or 0, 0),
+        "d_head": (hf_config.d_head, hf_config.d_model // hf_config.n_head),
+    }
+    for name, (value, ours) in unsupported.items():
+        if value != ours:
+            raise ValueError(f"{name}={value!r} is not built here (we build {name}={ours!r}).")
+    return XLNetConfig(
+        vocab_size=hf_config.vocab_size, n_layer=hf_config.n_layer, n_head=hf_config.n_head,
+        d_model=hf_config.d_model, d_ff=hf_config.d_inner, dropout=hf_config.dropout,
+        layer_norm_eps=hf_config.layer_norm_eps, mem_len=hf_config.mem_len or 0,
+        clamp_len=hf_config.clamp_len,
+    )
+
+
+def _encoder_state(hf: dict, prefix: str, config: XLNetConfig, into: str = "") -> dict:
+    """Rename (and reshape) the reference's encoder weights into ours.
+
+    The reference stores each projection as a (C, H, D) tensor used as ``einsum("ibh,hnd")``;
+    ours are ``nn.Linear`` layers, whose weight is (out, in): queries, keys, values and
+    positions are the reference's tensor flattened to (C, C) and transposed; the output
+    projection (H * D -> C) is flattened only.
+    """
+    C = config.d_model
+    state = {f"{into}word_embedding.weight": hf[f"{prefix}word_embedding.weight"],
+             f"{into}mask_emb": hf[f"{prefix}mask_emb"].reshape(C)}
+    for i in range(config.n_layer):
+        src, dst = f"{prefix}layer.{i}.", f"{into}layers.{i}."
+        for ours, theirs in (("query", "q"), ("key", "k"), ("value", "v"), ("position", "r")):
+            state[f"{dst}attn.{ours}.weight"] = hf[f"{src}rel_attn.{theirs}"].reshape(C, C).T
+        state[f"{dst}attn.out.weight"] = hf[f"{src}rel_attn.o"].reshape(C, C)
+        for ours, theirs in (("content_bias", "r_w_bias"), ("position_bias", "r_r_bias"),
+                             ("segment_bias", "r_s_bias"), ("segment_embed", "seg_embed")):
+            state[f"{dst}attn.{ours}"] = hf[f"{src}rel_attn.{theirs}"]
+        for ours, theirs in (("attn.norm", "rel_attn.layer_norm"), ("ff.fc", "ff.layer_1"),
+                             ("ff.proj", "ff.layer_2"), ("ff_norm", "ff.layer_norm")):
+            for p in ("weight", "bias"):
+                state[f"{dst}{ours}.{p}"] = hf[f"{src}{theirs}.{p}"]
+    return state
+
+
+def _init_weights(module: nn.Module) -> None:
+    """The reference's initialisation: normal(0, 0.02) for matrices, embeddings and the
+    attention biases, zero biases, unit LayerNorms."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, RelativeAttention):
+        for p in (module.content_bias, module.position_bias, module.segment_bias,
+                  module.segment_embed):
+            nn.init.normal_(p, std=0.02)
+    elif isinstance(module, XLNet):
+        nn.init.normal_(module.mask_emb, std=0.02)

@@ -118,3 +118,32 @@ def plot_next_token(probs, labels: list[str], ax=None, title: str | None = None,
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_stream_masks(perm_mask, order, tokens: list[str] | None = None, axes=None):
+    """What each token of an XLNet factorization order may attend to, in both streams.
+
+    ``perm_mask`` (T, T) with 1 where i may not attend to j (``ctxlib.xlnet`` convention) and
+    ``order`` the positions in factorization order. Left: the content stream (a token also sees
+    itself); right: the query stream (never itself). Rows are labelled "token (step)".
+    Returns the two axes.
+    """
+    import matplotlib.pyplot as plt
+
+    blocked = _as_array(perm_mask).astype(bool)
+    T = blocked.shape[0]
+    tokens = tokens or [str(t) for t in range(T)]
+    step = {int(p): k for k, p in enumerate(_as_array(order))}
+    rows = [f"{tokens[t]} ({step[t] + 1})" for t in range(T)]
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * T + 2), 0.45 * T + 1.2))
+    content = ~blocked | np.eye(T, dtype=bool)
+    for ax, allowed, name in ((axes[0], content, "content stream h"),
+                              (axes[1], ~blocked, "query stream g")):
+        ax.imshow(allowed, cmap="Blues", vmin=0, vmax=1.3)
+        ax.set_xticks(range(T), tokens, rotation=90)
+        ax.set_yticks(range(T), rows)
+        ax.set_xlabel("may attend to")
+        ax.set_title(name)
+    axes[0].set_ylabel("token (step in the order)")
+    return axes

@@ -150,3 +150,42 @@ def layer_similarity(embed, first: str, second: str, layer_names: list[str]):
         picker.observe(draw, names="value")
     refresh_words()
     return widgets.VBox([*texts, widgets.HBox(pickers), chart])
+
+
+def permutation_explorer(tokens: list[str], num_predict: int = 2):
+    """Pick a factorization order and how many of its last steps are predicted, and see what
+    each token's content stream and query stream may attend to (``plot_stream_masks``)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from ctxlib.plots import plot_stream_masks
+    from ctxlib.xlnet import perm_mask_from_order
+
+    widgets = _ipywidgets()
+    T = len(tokens)
+    order = widgets.Text(value=" ".join(str(t) for t in range(T)),
+                         description="order", layout={"width": "60%"})
+    shuffle = widgets.Button(description="shuffle")
+    predicted = widgets.IntSlider(num_predict, 1, T, description="predicted")
+    output = widgets.Output()
+
+    def redraw(*_):
+        with output:
+            output.clear_output(wait=True)
+            try:
+                positions = torch.tensor([int(p) for p in order.value.split()])
+                mask = perm_mask_from_order(positions, predicted.value)
+            except ValueError as error:
+                print(f"{error} Type the positions 0..{T - 1}, each once, separated by spaces.")
+                return
+            plot_stream_masks(mask, positions, tokens)
+            plt.show()
+
+    def on_shuffle(_):
+        order.value = " ".join(str(int(p)) for p in torch.randperm(T))
+
+    shuffle.on_click(on_shuffle)
+    for control in (order, predicted):
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox([order, shuffle]), predicted, output])

@@ -451,38 +451,51 @@ def pad_left(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
 
 # --- The permutation language-modelling objective ----------------------------------------------
 
+def perm_mask_from_order(order: torch.Tensor, num_predict: int) -> torch.Tensor:
+    """The ``perm_mask`` (T, T) of a factorization order whose last ``num_predict`` steps are
+    predicted (partial prediction); 1 where token i may not attend to token j.
+
+    ``order``: (T,) the positions in the order they are factorized. The first T - num_predict
+    are context: as in the paper's implementation they see each other (all of them, whatever
+    their order) and every token sees them. A target sees the context and the targets before it
+    in the order, never itself (its query stream must not see its own token; the content
+    stream gets its own token back in ``attention_masks``) and never a later one.
+    """
+    T = len(order)
+    if sorted(order.tolist()) != list(range(T)):
+        raise ValueError(f"order must hold each position 0..{T - 1} once, got {order.tolist()}.")
+    if not 0 < num_predict <= T:
+        raise ValueError(f"num_predict must be between 1 and T = {T}, got {num_predict}.")
+    targets = order[T - num_predict:]
+    is_target = torch.zeros(T, dtype=torch.bool)
+    is_target[targets] = True
+    rank = torch.full((T,), -1)  # step of each target in the order; all context shares step -1
+    rank[targets] = torch.arange(num_predict)
+    own_rank = torch.where(is_target, rank, rank + 1)  # context: 0, so it sees no target at all
+    return ((own_rank[:, None] <= rank[None, :]) & is_target[None, :]).float()
+
+
 def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_span: int = 1):
-    """Sample which tokens to predict and a factorization order; build the mask.
+    """Sample a factorization order and build its mask (``perm_mask_from_order``).
 
     ``num_predict`` tokens are targets (partial prediction: the paper predicts the last 1/K of
-    the order, K = 6 or 7); the rest are context. With ``max_span`` > 1 the targets come in
-    spans of 1..max_span tokens, as in the paper's implementation. The order puts the context
-    first (its tokens see each other and are seen by all) and the targets after it, shuffled.
-
-    Returns ``perm_mask`` (T, T) float, 1 where i may not attend to j: j is a target that does
-    not come before i in the order (for a target, itself included: the query stream must not
-    see its own token; the content stream gets its own token back in ``attention_masks``), and
-    the target positions (num_predict,) in the order they are predicted.
+    the order, K = 6 or 7). With ``max_span`` > 1 the targets come in spans of 1..max_span
+    consecutive tokens, as in the paper's implementation; otherwise any tokens. Returns
+    ``perm_mask`` (T, T) and the target positions (num_predict,) in the order of prediction.
     """
     if not 0 < num_predict <= T:
         raise ValueError(f"num_predict must be between 1 and T = {T}, got {num_predict}.")
-    is_target = torch.zeros(T, dtype=torch.bool)
-    if max_span <= 1:
-        is_target[torch.randperm(T, generator=generator)[:num_predict]] = True
-    else:
+    order = torch.randperm(T, generator=generator)
+    if max_span > 1:  # choose the targets as spans, then put them last, in a random order
+        is_target = torch.zeros(T, dtype=torch.bool)
         while is_target.sum() < num_predict:
             length = int(torch.randint(1, max_span + 1, (1,), generator=generator))
             start = int(torch.randint(0, T, (1,), generator=generator))
             for t in range(start, min(T, start + length)):
                 if is_target.sum() < num_predict:
                     is_target[t] = True
-    targets = is_target.nonzero().squeeze(1)
-    targets = targets[torch.randperm(len(targets), generator=generator)]  # the order of prediction
-    rank = torch.full((T,), -1)  # step of each token in the order; all context shares step -1
-    rank[targets] = torch.arange(len(targets))
-    own_rank = torch.where(is_target, rank, rank + 1)  # context: 0, so it sees no target at all
-    perm_mask = (own_rank[:, None] <= rank[None, :]) & is_target[None, :]
-    return perm_mask.float(), targets
+        order = torch.cat([order[~is_target[order]], order[is_target[order]]])
+    return perm_mask_from_order(order, num_predict), order[T - num_predict:]
 
 
 def permutation_batch(input_ids: torch.Tensor, num_predict: int, generator: torch.Generator,

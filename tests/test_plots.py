@@ -39,3 +39,15 @@ def test_next_token_plot_shows_the_most_likely_tokens():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["b", "c"]
     with pytest.raises(ValueError, match="do not match"):
         plot_next_token(probs, ["a"])
+
+
+def test_stream_masks_plot_shows_the_query_stream_never_seeing_itself():
+    from ctxlib.plots import plot_stream_masks
+    from ctxlib.xlnet import perm_mask_from_order
+
+    order = torch.tensor([2, 0, 3, 1])
+    axes = plot_stream_masks(perm_mask_from_order(order, 4), order, list("abcd"))
+    content, query = (ax.images[0].get_array() for ax in axes)
+    assert content.diagonal().all() and not query.diagonal().any()
+    assert content[0, 2] and not content[2, 0]  # a (step 2) sees c (step 1), not the reverse
+    assert axes[0].get_yticklabels()[0].get_text() == "a (2)"

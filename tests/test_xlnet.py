@@ -14,6 +14,7 @@ from ctxlib.xlnet import (
     XLNetLM,
     load_encoder,
     pad_left,
+    perm_mask_from_order,
     permutation_batch,
     permutation_masks,
     relative_index,
@@ -164,6 +165,14 @@ def test_permutation_masks_follow_the_order():
     assert perm_mask[:, context].sum() == 0  # everybody sees the context
     assert perm_mask[context][:, order].all()  # the context sees no target
     assert perm_mask[order[1], order[0]] == 0 and perm_mask[order[0], order[1]] == 1
+
+
+def test_the_left_to_right_order_gives_a_causal_mask():
+    T = 5
+    causal = torch.ones(T, T).triu()  # i may not see j >= i (the content stream sees itself)
+    torch.testing.assert_close(perm_mask_from_order(torch.arange(T), T), causal)
+    with pytest.raises(ValueError, match="each position"):
+        perm_mask_from_order(torch.tensor([0, 1, 1]), 2)
 
 
 def test_spans_and_partial_prediction_counts():

@@ -11,6 +11,7 @@ ctxlib's. One file per topic:
 - ``train``: the one training loop (AdamW, warmup + cosine, clipping, accumulation,
   mixed precision, checkpoints with exact resume)
 - ``static``: a static (skip-gram) word embedding, the baseline of chapter 1
+- ``elmo``, ``gpt``, ``bert``, ``xlnet``: the four models, one file each, with their objectives
 - ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
 - ``checks``: exercise checkers
 """

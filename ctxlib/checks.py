@@ -423,3 +423,45 @@ def check_nsp_ablation(result) -> None:
             _fail(f"{name} should be an accuracy, a float between 0 and 1.")
     difference = result["with_nsp"] - result["without_nsp"]
     _passed(f"NSP changed SST-2 dev accuracy by {100 * difference:+.1f} points at this budget.")
+
+
+# --- Chapter 6: XLNet --------------------------------------------------------------------
+
+
+def check_perm_mask(perm_mask_of) -> None:
+    """Exercise 6.1: ``perm_mask_of(order, num_predict)`` builds the (T, T) ``perm_mask`` of a
+    factorization order whose last ``num_predict`` steps are predicted."""
+    from ctxlib.xlnet import perm_mask_from_order
+
+    g = torch.Generator().manual_seed(6)
+    for T, num_predict in ((5, 5), (8, 3), (12, 4), (7, 1)):
+        order = torch.randperm(T, generator=g)
+        expected = perm_mask_from_order(order, num_predict)
+        got = _expect_tensor(perm_mask_of(order.clone(), num_predict), "perm_mask", (T, T))
+        wrong = (got.float() != expected).nonzero()
+        if len(wrong):
+            i, j = wrong[0].tolist()
+            rule = ("a target may not see itself or any target that comes later in the order"
+                    if expected[i, j] else
+                    "everybody sees the context, and a target sees the targets before it")
+            _fail(f"for order {order.tolist()} with {num_predict} predicted, entry [{i}, {j}] "
+                  f"should be {int(expected[i, j])}: {rule} (1 = may NOT attend).")
+    _passed("context first, then each target sees only what precedes it in the order.")
+
+
+def check_relative_shift(relative_shift) -> None:
+    """Exercise 6.2: ``relative_shift(scores, K)`` turns scores against every distance
+    (B, H, T, K + T) into scores against every key (B, H, T, K), with a reshape."""
+    from ctxlib.xlnet import relative_index
+
+    g = torch.Generator().manual_seed(6)
+    for T, M in ((4, 0), (5, 3)):
+        K = M + T
+        scores = torch.randn(2, 3, T, K + T, generator=g)
+        expected = scores.gather(-1, relative_index(torch.arange(T)[None], T, K).expand(2, 3, T, K))
+        got = _expect_tensor(relative_shift(scores, K), "the shifted scores", (2, 3, T, K))
+        if not _close(got, expected):
+            _fail(f"with T={T} queries and K={K} keys, query i and key j are M + i - j apart, "
+                  "and row p of the encodings holds distance K - p: entry [i, j] must come from "
+                  "column T - i + j. View (T, K+T) as (K+T, T), drop the first row, view back.")
+    _passed("the reshape trick picks, for every query and key, the score of their distance.")

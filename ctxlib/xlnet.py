@@ -44,9 +44,10 @@ from torch import nn
 from ctxlib.batches import IGNORE_INDEX, check_ids
 from ctxlib.layers import FeedForward
 
-# Added to the score of a forbidden key. Finite, as in the reference: a query with no allowed key
-# at all (the first target of an order, when there is no context) gets a uniform average instead
-# of the NaN that -inf would give; its output is then never used as a prediction of anything.
+# Added to the score of a forbidden key. Finite, as in the reference, so a query with no allowed
+# key at all gets no NaN but a uniform average over ALL keys, the forbidden ones included. For
+# the first target of an order with no context and no memory that would mean seeing its own
+# token: ``permutation_masks`` therefore always leaves at least one token of context.
 BLOCKED = -1e30
 
 
@@ -483,8 +484,9 @@ def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_
     consecutive tokens, as in the paper's implementation; otherwise any tokens. Returns
     ``perm_mask`` (T, T) and the target positions (num_predict,) in the order of prediction.
     """
-    if not 0 < num_predict <= T:
-        raise ValueError(f"num_predict must be between 1 and T = {T}, got {num_predict}.")
+    if not 0 < num_predict < T:
+        raise ValueError(f"num_predict must be between 1 and T - 1 = {T - 1}, got {num_predict}: "
+                         "at least one token must be context (see BLOCKED).")
     order = torch.randperm(T, generator=generator)
     if max_span > 1:  # choose the targets as spans, then put them last, in a random order
         is_target = torch.zeros(T, dtype=torch.bool)

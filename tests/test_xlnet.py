@@ -154,11 +154,11 @@ def test_permutation_masks_follow_the_order():
     T = 6
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        perm_mask, order = permutation_masks(T, T, g)
+        order = torch.randperm(T, generator=g)
         rank = torch.empty(T, dtype=torch.long)
         rank[order] = torch.arange(T)
         expected = (rank[:, None] <= rank[None, :]).float()  # j not before i in the order
-        torch.testing.assert_close(perm_mask, expected)
+        torch.testing.assert_close(perm_mask_from_order(order, T), expected)
     perm_mask, order = permutation_masks(T, 2, g)
     context = torch.ones(T, dtype=torch.bool)
     context[order] = False
@@ -181,7 +181,24 @@ def test_spans_and_partial_prediction_counts():
         _, targets = permutation_masks(24, 6, g, max_span=max_span)
         assert len(targets) == 6 and len(set(targets.tolist())) == 6
     with pytest.raises(ValueError, match="num_predict"):
-        permutation_masks(5, 6, g)
+        permutation_masks(5, 5, g)  # no context left
+
+
+@torch.no_grad()
+def test_a_target_with_nothing_to_see_averages_over_everything_as_in_the_reference():
+    """Why the sampler keeps context: with every token predicted and no memory, the first target
+    may attend to nothing, and the finite mask value turns that into a uniform average over all
+    keys, its own token included, exactly as the reference computes it."""
+    hf, model, ids = pair(seed=6, T=6, B=1)
+    order = torch.arange(6)
+    perm_mask = perm_mask_from_order(order, 6)[None]
+    first = torch.eye(6)[None, :1]  # the first target of the order: position 0
+    changed = ids.clone()
+    changed[0, 0] = (changed[0, 0] + 1) % VOCAB
+    before = model(ids, perm_mask=perm_mask, target_mapping=first).logits
+    after = model(changed, perm_mask=perm_mask, target_mapping=first).logits
+    close(before, hf(ids, perm_mask=perm_mask, target_mapping=first).logits)
+    assert (before - after).abs().max() > 1e-7
 
 
 @torch.no_grad()
@@ -252,3 +269,20 @@ def test_bad_input_is_a_clear_error():
         classifier(ids, attention_mask=torch.tensor([[1, 1, 1, 1, 0]] * 2))
     with pytest.raises(ValueError, match="bi_data"):
         XLNetLM.from_huggingface(transformers.XLNetLMHeadModel(hf_config(bi_data=True)))
+
+
+def test_exercise_checks_accept_right_answers_and_reject_wrong_ones():
+    from ctxlib.checks import ExerciseFailed, check_perm_mask, check_relative_shift
+
+    check_perm_mask(perm_mask_from_order)
+    with pytest.raises(ExerciseFailed, match="should be"):  # a target that sees itself
+        check_perm_mask(lambda order, n: perm_mask_from_order(order, n)
+                        * (1 - torch.eye(len(order))))
+
+    def shift(scores, K):
+        B, H, T, P = scores.shape
+        return scores.reshape(B, H, P, T)[:, :, 1:].reshape(B, H, T, P - 1)[..., :K]
+
+    check_relative_shift(shift)
+    with pytest.raises(ExerciseFailed, match="column"):
+        check_relative_shift(lambda scores, K: scores[..., :K])

@@ -45,13 +45,16 @@ def lm_windows(
 
 
 def pad_batch(
-    sequences: list[list[int]], pad_id: int = 0, max_len: int | None = None
+    sequences: list[list[int]], pad_id: int = 0, max_len: int | None = None, side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad sequences of ids to one length, on the right.
+    """Pad sequences of ids to one length, on the right (or, with ``side="left"``, on the left,
+    so that every sequence ends at the last position: where XLNet's classifier reads).
 
     Sequences longer than ``max_len`` are cut at the end (their first ``max_len`` ids stay).
     Returns ``input_ids`` (B, T) and ``attention_mask`` (B, T), 1 for real tokens, 0 for padding.
     """
+    if side not in ("left", "right"):
+        raise ValueError(f'side must be "left" or "right", got {side!r}.')
     if not sequences:
         raise ValueError("pad_batch needs at least one sequence.")
     length = max(len(s) for s in sequences)
@@ -61,8 +64,9 @@ def pad_batch(
     attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
     for row, seq in enumerate(sequences):
         seq = list(seq)[:length]
-        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
+        where = slice(0, len(seq)) if side == "right" else slice(length - len(seq), length)
+        input_ids[row, where] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, where] = 1
     return input_ids, attention_mask
 
 

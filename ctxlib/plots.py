@@ -130,17 +130,19 @@ def plot_stream_masks(perm_mask, order, tokens: list[str] | None = None, axes=No
     """
     import matplotlib.pyplot as plt
 
-    blocked = _as_array(perm_mask).astype(bool)
-    T = blocked.shape[0]
+    from ctxlib.xlnet import attention_masks
+
+    perm_mask = torch.as_tensor(perm_mask)
+    T = perm_mask.shape[0]
+    content_blocked, query_blocked = attention_masks(1, T, 0, perm_mask=perm_mask[None])
     tokens = tokens or [str(t) for t in range(T)]
     step = {int(p): k for k, p in enumerate(_as_array(order))}
     rows = [f"{tokens[t]} ({step[t] + 1})" for t in range(T)]
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * T + 2), 0.45 * T + 1.2))
-    content = ~blocked | np.eye(T, dtype=bool)
-    for ax, allowed, name in ((axes[0], content, "content stream h"),
-                              (axes[1], ~blocked, "query stream g")):
-        ax.imshow(allowed, cmap="Blues", vmin=0, vmax=1.3)
+    for ax, blocked, name in ((axes[0], content_blocked, "content stream h"),
+                              (axes[1], query_blocked, "query stream g")):
+        ax.imshow(_as_array(~blocked[0]), cmap="Blues", vmin=0, vmax=1.3)
         ax.set_xticks(range(T), tokens, rotation=90)
         ax.set_yticks(range(T), rows)
         ax.set_xlabel("may attend to")

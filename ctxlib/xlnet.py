@@ -103,6 +103,30 @@ def relative_index(query_positions: torch.Tensor, T: int, K: int) -> torch.Tenso
     return (T - query_positions[..., None] + keys)[:, None]
 
 
+class StreamView(NamedTuple):
+    """Where one stream's queries sit and what they may see: the same in every layer, so
+    ``XLNet.forward`` builds it once. Shapes: Tq queries, K keys."""
+
+    distance_rows: torch.Tensor  # (B, 1, Tq, K) row of ``relative_encodings`` per (query, key)
+    different_segment: torch.Tensor | None  # (B, Tq, K) bool: key in another segment
+    blocked: torch.Tensor | None  # (B, Tq, K) bool: True = may not attend
+
+
+def stream_view(query_positions: torch.Tensor, T: int, K: int,
+                different_segment: torch.Tensor | None = None,
+                blocked: torch.Tensor | None = None) -> StreamView:
+    """The view of queries at ``query_positions`` (B, Tq) of a segment of T tokens with K keys;
+    ``different_segment`` and ``blocked`` are per position (B, T, K), and each query takes the
+    row of its position (the content stream: every position; the query stream: its targets)."""
+
+    def rows(mask):
+        if mask is None:
+            return None
+        return mask.gather(1, query_positions[..., None].expand(-1, -1, mask.shape[-1]))
+
+    return StreamView(relative_index(query_positions, T, K), rows(different_segment), rows(blocked))
+
+
 class RelativeAttention(nn.Module):
     """Multi-head attention whose scores add three terms (Transformer-XL, XLNet):
 
@@ -138,14 +162,12 @@ class RelativeAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_head, self.d_head).transpose(1, 2)
 
-    def attend(self, x: torch.Tensor, query_positions: torch.Tensor, keys: torch.Tensor,
-               values: torch.Tensor, position_keys: torch.Tensor,
-               different_segment: torch.Tensor | None, blocked: torch.Tensor | None):
+    def attend(self, x: torch.Tensor, view: StreamView, keys: torch.Tensor,
+               values: torch.Tensor, position_keys: torch.Tensor):
         """One stream's attention and its residual sub-layer.
 
-        x: (B, Tq, C) the stream's input; query_positions: (B, Tq) where each query sits in the
-        segment; keys, values: (B, H, K, D); position_keys: (H, P, D);
-        different_segment: (B, Tq, K) bool or None; blocked: (B, Tq, K) bool or None.
+        x: (B, Tq, C) the stream's input; view: where its queries sit and what they may see;
+        keys, values: (B, H, K, D); position_keys: (H, P, D).
         Returns LayerNorm(x + attention output): (B, Tq, C).
         """
         q = self.heads(self.query(x))  # (B, H, Tq, D)
@@ -153,18 +175,16 @@ class RelativeAttention(nn.Module):
         K = keys.shape[2]
         # position term: score against every distance, then pick each (query, key)'s distance
         by_distance = torch.einsum("bhid,hpd->bhip", q + self.position_bias[:, None], position_keys)
-        T = position_keys.shape[1] - K  # P = K + T distances
-        index = relative_index(query_positions, T, K).expand(B, H, Tq, K)
-        bias = by_distance.gather(-1, index)  # (B, H, Tq, K)
-        if different_segment is not None:
+        bias = by_distance.gather(-1, view.distance_rows.expand(B, H, Tq, K))  # (B, H, Tq, K)
+        if view.different_segment is not None:
             # the segment term: (q + s)·e_same or (q + s)·e_different
             by_segment = torch.einsum("bhid,shd->bhis", q + self.segment_bias[:, None],
                                       self.segment_embed)  # (B, H, Tq, 2)
-            bias = bias + torch.where(different_segment[:, None], by_segment[..., 1:],
+            bias = bias + torch.where(view.different_segment[:, None], by_segment[..., 1:],
                                       by_segment[..., :1])
         bias = bias / math.sqrt(D)  # the fused kernel scales only the content term
-        if blocked is not None:
-            bias = bias.masked_fill(blocked[:, None], BLOCKED)
+        if view.blocked is not None:
+            bias = bias.masked_fill(view.blocked[:, None], BLOCKED)
         y = F.scaled_dot_product_attention(
             q + self.content_bias[:, None], keys, values, attn_mask=bias,
             dropout_p=self.p_dropout if self.training else 0.0)  # (B, H, Tq, D)
@@ -185,32 +205,19 @@ class XLNetLayer(nn.Module):
     def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ff_norm(x + self.ff(x))
 
-    def forward(self, h, g, memory, encodings, target_positions, different_segment,
-                blocked_h, blocked_g):
+    def forward(self, h, g, memory, encodings, content_view: StreamView,
+                query_view: StreamView | None):
         """h: (B, T, C) content stream; g: (B, N, C) query stream or None; memory: (B, M, C) or
-        None; encodings: (P, C); target_positions: (B, N) or None. Returns the new (h, g)."""
-        B, T, _ = h.shape
+        None; encodings: (P, C). Returns the new (h, g)."""
         context = h if memory is None else torch.cat([memory, h], dim=1)  # (B, K, C)
         keys = self.attn.heads(self.attn.key(context))  # (B, H, K, D), shared by both streams
         values = self.attn.heads(self.attn.value(context))
         position_keys = self.attn.position(encodings).view(-1, self.attn.n_head, self.attn.d_head)
         position_keys = position_keys.transpose(0, 1)  # (H, P, D)
-        positions = torch.arange(T, device=h.device).expand(B, T)
-
-        def rows(mask, where):  # the rows of a (B, T, K) mask at the given (B, N) positions
-            if mask is None:
-                return None
-            return mask.gather(1, where[..., None].expand(-1, -1, mask.shape[-1]))
-
-        new_h = self.attn.attend(h, positions, keys, values, position_keys, different_segment,
-                                 blocked_h)
+        new_h = self.attn.attend(h, content_view, keys, values, position_keys)
         new_g = None
         if g is not None:
-            # each query sits at its target's position: its distances, segment and mask row
-            new_g = self.attn.attend(g, target_positions, keys, values, position_keys,
-                                     rows(different_segment, target_positions),
-                                     rows(blocked_g, target_positions))
-            new_g = self.feed_forward(new_g)
+            new_g = self.feed_forward(self.attn.attend(g, query_view, keys, values, position_keys))
         return self.feed_forward(new_h), new_g
 
 
@@ -247,10 +254,14 @@ class XLNet(nn.Module):
             key_segments = F.pad(token_type_ids, (M, 0), value=0)  # (B, K)
             different_segment = token_type_ids[:, :, None] != key_segments[:, None, :]  # (B, T, K)
 
+        positions = torch.arange(T, device=input_ids.device).expand(B, T)
+        content_view = stream_view(positions, T, M + T, different_segment, blocked_h)
         h = self.dropout(self.word_embedding(input_ids))  # (B, T, C)
-        g, target_positions = None, None
+        g, query_view = None, None
         if target_mapping is not None:
-            target_positions = target_mapping.argmax(dim=-1)  # (B, N)
+            # each query sits at its target's position: its distances, segment and mask row
+            query_view = stream_view(target_mapping.argmax(dim=-1), T, M + T, different_segment,
+                                     blocked_g)
             g = self.dropout(self.mask_emb.expand(B, target_mapping.shape[1], -1))  # (B, N, C)
         encodings = self.dropout(relative_encodings(T, M, self.config.d_model,
                                                     self.config.clamp_len, h.device))
@@ -261,8 +272,7 @@ class XLNet(nn.Module):
                 # what this layer sees of the past next time: its input, the newest mem_len
                 kept = h if memory is None else torch.cat([memory, h], dim=1)
                 new_mems.append(kept[:, -self.config.mem_len:].detach())
-            h, g = layer(h, g, memory, encodings, target_positions, different_segment,
-                         blocked_h, blocked_g)
+            h, g = layer(h, g, memory, encodings, content_view, query_view)
         return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
 
     def _check(self, input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems):
@@ -385,7 +395,7 @@ class XLNetForSequenceClassification(nn.Module):
         """(B, T) -> logits (B, num_labels)."""
         if attention_mask is not None and (attention_mask[:, -1] == 0).any():
             raise ValueError("the last position is padding, but XLNet classifies from the last "
-                             "position: pad on the left (ctxlib.xlnet.pad_left).")
+                             "position: pad on the left (pad_batch(..., side='left')).")
         hidden, _ = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
         summary = torch.tanh(self.summary(hidden[:, -1]))  # (B, C)
         return self.classifier(self.dropout(summary))
@@ -435,19 +445,6 @@ def load_encoder(task_model: nn.Module, pretrained: XLNetLM) -> nn.Module:
     """Copy a pretrained ``XLNetLM``'s encoder into a task model (its head stays as built)."""
     task_model.xlnet.load_state_dict(pretrained.xlnet.state_dict())
     return task_model
-
-
-def pad_left(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> (input_ids, attention_mask), each (B, T), padding on the left so that
-    every sequence ends at the last position (where XLNet's classifier reads)."""
-    T = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), T), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            input_ids[row, T - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            attention_mask[row, T - len(seq):] = 1
-    return input_ids, attention_mask
 
 
 # --- The permutation language-modelling objective ----------------------------------------------

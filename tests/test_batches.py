@@ -30,8 +30,13 @@ def test_pad_batch_masks_the_padding():
     ids, mask = pad_batch([[5, 6, 7], [8], [9, 10, 11, 12, 13]], pad_id=0, max_len=4)
     assert ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0], [9, 10, 11, 12]]
     assert mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]]
+    ids, mask = pad_batch([[5, 6, 7], [8], []], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
     with pytest.raises(ValueError, match="at least one"):
         pad_batch([])
+    with pytest.raises(ValueError, match="side"):
+        pad_batch([[1]], side="top")
 
 
 def test_align_labels_scores_each_word_once():

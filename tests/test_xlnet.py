@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformers
 
-from ctxlib.batches import IGNORE_INDEX
+from ctxlib.batches import IGNORE_INDEX, pad_batch
 from ctxlib.xlnet import (
     XLNet,
     XLNetConfig,
@@ -13,7 +13,6 @@ from ctxlib.xlnet import (
     XLNetForTokenClassification,
     XLNetLM,
     load_encoder,
-    pad_left,
     perm_mask_from_order,
     permutation_batch,
     permutation_masks,
@@ -116,7 +115,7 @@ def test_heads_equal_huggingface():
     config = hf_config(seed=5)
     hf = transformers.XLNetForSequenceClassification(config).eval()
     ours = XLNetForSequenceClassification.from_huggingface(hf).eval()
-    ids, mask = pad_left([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0)
+    ids, mask = pad_batch([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0, side="left")
     close(ours(ids, attention_mask=mask), hf(ids, attention_mask=mask).logits)
     hf = transformers.XLNetForTokenClassification(config).eval()
     ours = XLNetForTokenClassification.from_huggingface(hf).eval()
@@ -140,7 +139,7 @@ def test_left_padding_changes_nothing_for_real_tokens():
     and padding is never attended to, so the real tokens' states are exactly those unpadded."""
     model = XLNet(XLNetConfig(vocab_size=VOCAB, n_layer=2, d_model=32, dropout=0.0)).eval()
     sentence = [4, 8, 15, 16, 23]
-    ids, mask = pad_left([sentence, sentence + [42, 7, 9]], pad_id=0)
+    ids, mask = pad_batch([sentence, sentence + [42, 7, 9]], pad_id=0, side="left")
     with torch.no_grad():
         alone, _ = model(torch.tensor([sentence]))
         batched, _ = model(ids, attention_mask=mask)

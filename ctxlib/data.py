@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -176,6 +177,10 @@ class ChecksumMismatch(ValueError):
     """A file's bytes are not the published ones (corrupt, truncated, or a different file)."""
 
 
+class CacheNotWritable(PermissionError):
+    """The cache directory cannot be written to, so nothing can be downloaded into it."""
+
+
 # --- Finding files ------------------------------------------------------------------------------
 
 
@@ -238,6 +243,27 @@ def _local_candidates(file: RemoteFile) -> list[tuple[Path, str]]:
     return found
 
 
+def _missing_data_dirs() -> str:
+    """A sentence naming the ``CTXLIB_DATA`` directories that do not exist ('' if none).
+
+    A typo in that path otherwise looks exactly like a file that was never there.
+    """
+    missing = [str(d) for d in data_dirs() if not d.is_dir()]
+    if not missing:
+        return ""
+    if len(missing) == 1:
+        return f" The directory {missing[0]} set in CTXLIB_DATA does not exist: check the path."
+    return f" The directories {', '.join(missing)} set in CTXLIB_DATA do not exist: check them."
+
+
+def _cache_not_writable(directory: Path, error: OSError) -> CacheNotWritable:
+    """The error for a cache we cannot write to, saying which directory and what to set."""
+    return CacheNotWritable(
+        f"the cache directory {directory} is not writable ({error.strerror or error}). Set "
+        "CTXLIB_CACHE to a directory you can write to, or CTXLIB_DATA to one holding the data."
+    )
+
+
 def _download(url: str, dest: Path) -> None:
     """Fetch ``url`` into ``dest`` with a progress bar (no verification here)."""
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
@@ -260,7 +286,10 @@ def fetch(name: str, split: str | None = None) -> Path:
         except ChecksumMismatch as error:
             if path.parent == cache_dir():
                 warnings.warn(f"{error} Removing it and fetching it again.", stacklevel=2)
-                path.unlink()
+                try:
+                    path.unlink()
+                except OSError as unlink_error:
+                    raise _cache_not_writable(path.parent, unlink_error) from None
             else:
                 raise ChecksumMismatch(
                     f"{error} This local copy is damaged: replace it with the file from "
@@ -268,20 +297,31 @@ def fetch(name: str, split: str | None = None) -> Path:
                 ) from None
 
     destination = cache_dir() / file.filename
-    destination.parent.mkdir(parents=True, exist_ok=True)
     # Download next to the destination, verify, then rename: a half-written or wrong file
     # never sits under the final name, even if the download is interrupted.
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{file.filename}.")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{file.filename}.")
+    except OSError as error:  # a read-only home or CTXLIB_CACHE: say which, and what to set
+        raise _cache_not_writable(destination.parent, error) from None
     os.close(handle)
     temporary = Path(temporary)
     try:
         _download(file.url, temporary)
         _verify(temporary, file.sha256)
         os.replace(temporary, destination)
+    except (http.client.IncompleteRead, ConnectionError) as error:
+        # The connection dropped mid-file (urllib wraps failures to connect in URLError, so
+        # these come from reading the response): a network hiccup that a new try usually fixes.
+        raise DataNotFound(
+            f"the download of {name!r} was cut before the end ({error}); the partial file was "
+            f"removed. Run again to download it again (from {file.url})."
+        ) from None
     except (urllib.error.URLError, OSError) as error:
         raise DataNotFound(
             f"could not find or download {name!r} ({error}). Fetch {file.url} and save it as "
             f"{destination}, or set CTXLIB_DATA to a directory holding {file.stored_path}."
+            + _missing_data_dirs()
         ) from None
     except ChecksumMismatch as error:
         raise ChecksumMismatch(f"the download of {name!r} is corrupt and was removed: {error}")

@@ -62,9 +62,30 @@ def budget(*, smoke: Any, cpu: Any, gpu: Any, verbose: bool = True) -> Any:
     Dicts come back as :class:`Settings`, so both ``cfg.steps`` and ``cfg["steps"]`` work.
     Prints one line saying which budget and why (the stored outputs of each notebook
     record it), and the device.
+
+    When all three budgets are dicts they must have the same keys, whichever budget is in
+    effect: a setting present only under ``cpu`` would otherwise make the ``gpu`` run crash
+    hours in, while the quick smoke and cpu runs pass.
     """
+    budgets = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+    if all(isinstance(settings, dict) for settings in budgets.values()):
+        # With three budgets, a key held by two of them is missing from the third ("lacks"),
+        # and a key held by only one is more likely a leftover or a typo there ("has extra").
+        problems = []
+        for budget_name, settings in budgets.items():
+            others = [set(s) for other, s in budgets.items() if other != budget_name]
+            lacks = sorted(set.intersection(*others) - set(settings), key=str)
+            extra = sorted(set(settings) - set.union(*others), key=str)
+            if lacks:
+                problems.append(f"budget {budget_name!r} lacks {', '.join(map(repr, lacks))}")
+            if extra:
+                problems.append(f"budget {budget_name!r} has extra {', '.join(map(repr, extra))}")
+        if problems:
+            raise ValueError(
+                "the budgets must have the same settings: " + "; ".join(problems) + "."
+            )
     name, reason = current_budget()
-    chosen = {"smoke": smoke, "cpu": cpu, "gpu": gpu}[name]
+    chosen = budgets[name]
     if verbose:
         print(f"Budget: {name} ({reason}). Device: {describe_device()}.")
     if isinstance(chosen, dict):

@@ -10,6 +10,9 @@ A tokenizer turns text into integer ids and back. Two kinds are used in the cour
   few pieces, and since every string is a sequence of bytes nothing is ever unknown.
 
 Special tokens are defined once, here, and take the first ids (``[PAD]`` is always 0).
+
+Saved tokenizers are JSON files in UTF-8, whatever the computer's locale, so that a file saved
+on one machine loads on any other.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import heapq
 import json
 import re
+import warnings
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -78,7 +82,8 @@ class CharTokenizer:
     def save(self, path: str | Path) -> None:
         chars = self.itos[len(self.special_tokens) :]
         state = {"type": "char", "special_tokens": self.special_tokens, "chars": chars}
-        Path(path).write_text(json.dumps(state, ensure_ascii=False))
+        # Always UTF-8: the locale's default encoding may be ASCII, which cannot hold "é".
+        Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
@@ -165,6 +170,16 @@ class BPETokenizer:
                 if pair_counts.get(p, 0) > 0:
                     heapq.heappush(heap, (-pair_counts[p], p))
         bar.close()
+        if len(merges) < n_merges:
+            # Every pre-token is already a single symbol: nothing is left to merge. Say so, since
+            # a model sized for vocab_size would otherwise get a smaller vocabulary unnoticed.
+            reached = vocab_size - (n_merges - len(merges))
+            warnings.warn(
+                f"BPE stopped at a vocabulary of {reached} tokens, short of the {vocab_size} "
+                "asked for: the training text has no more pairs to merge. Train on more text or "
+                "ask for a smaller vocab_size.",
+                stacklevel=2,
+            )
         return cls(merges, special_tokens)
 
     # --- encoding -------------------------------------------------------------------------------
@@ -236,7 +251,7 @@ class BPETokenizer:
 
     def save(self, path: str | Path) -> None:
         state = {"type": "bpe", "special_tokens": self.special_tokens, "merges": self.merges}
-        Path(path).write_text(json.dumps(state))
+        Path(path).write_text(json.dumps(state), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
@@ -266,7 +281,7 @@ def _checked_ids(ids, vocab_size: int) -> list[int]:
 
 
 def _read_state(path: str | Path, kind: str) -> dict:
-    state = json.loads(Path(path).read_text())
+    state = json.loads(Path(path).read_text(encoding="utf-8"))
     if state.get("type") != kind:
         raise ValueError(f"{path} holds a {state.get('type')!r} tokenizer, not a {kind!r} one.")
     return state

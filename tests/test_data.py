@@ -2,6 +2,9 @@
 
 import csv
 import hashlib
+import http.client
+import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,66 @@ def test_describe_downloads_nothing(empty_places):
     table = data.describe()
     assert "download on first use" in table and "wikitext2" in table
     assert not empty_places.exists() or not any(empty_places.iterdir())
+
+
+def test_missing_data_directory_is_named_in_the_error(empty_places, tmp_path):
+    # A typo in CTXLIB_DATA should be pointed out, not hidden behind a generic "not found".
+    with pytest.raises(data.DataNotFound) as error:
+        data.fetch("sst2", "dev")
+    message = str(error.value)
+    assert str(tmp_path / "nothing-here") in message
+    assert "does not exist" in message and "CTXLIB_DATA" in message
+
+
+@pytest.mark.parametrize("failing", ["mkdir", "mkstemp"])
+def test_unwritable_cache_says_so_and_names_the_variable(empty_places, monkeypatch, failing):
+    # Tests run as root, where file modes do not stop writes: make the write itself fail.
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    if failing == "mkdir":
+        monkeypatch.setattr(Path, "mkdir", refuse)
+    else:
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError) as error:
+        data.fetch("sst2", "dev")
+    message = str(error.value)
+    assert "not writable" in message and str(empty_places) in message
+    assert "CTXLIB_CACHE" in message
+    assert isinstance(error.value, data.CacheNotWritable)
+
+
+class _CutResponse:
+    """A response whose connection drops after the first chunk."""
+
+    def __init__(self, failure):
+        self.headers = {"Content-Length": "94931"}
+        self.failure, self.chunks = failure, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self, size=-1):
+        self.chunks += 1
+        if self.chunks == 1:
+            return b"sentence\tlabel\n"
+        raise self.failure
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [http.client.IncompleteRead(b"", 90_000), ConnectionResetError(104, "Connection reset by peer")],
+    ids=["incomplete-read", "connection-reset"],
+)
+def test_cut_download_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch, failure):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CTXLIB_DATA", str(tmp_path))
+    monkeypatch.setenv("CTXLIB_CACHE", str(cache))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _CutResponse(failure))
+    with pytest.raises(data.DataNotFound, match="cut") as error:
+        data.fetch("sst2", "dev")
+    assert "run again" in str(error.value).lower()
+    assert not any(cache.iterdir())  # the partial temporary file is gone

@@ -78,3 +78,22 @@ def test_take_keeps_the_first_items_and_shrinks_test_runs(monkeypatch):
     monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
     assert ctxlib.take(items, None) == items[:64]
     assert ctxlib.take(items, 10) == items[:10]
+
+
+def test_budgets_with_different_keys_are_an_error_naming_them(monkeypatch):
+    # Checked whatever the budget in effect: a key missing from gpu must fail in a smoke run.
+    monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
+    with pytest.raises(ValueError) as error:
+        ctxlib.budget(
+            smoke={"steps": 2, "width": 8, "foo": 1},
+            cpu={"steps": 20, "width": 64},
+            gpu={"steps": 200},
+            verbose=False,
+        )
+    message = str(error.value)
+    assert "budget 'gpu' lacks 'width'" in message
+    assert "budget 'smoke' has extra 'foo'" in message
+    assert "'cpu'" not in message  # cpu has exactly the keys the others agree on
+    # Non-dict budgets, and dicts with the same keys, are fine.
+    assert ctxlib.budget(smoke=1, cpu={"a": 1}, gpu=None, verbose=False) == 1
+    assert ctxlib.budget(smoke={"a": 1}, cpu={"a": 2}, gpu={"a": 3}, verbose=False).a == 1

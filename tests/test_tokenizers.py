@@ -1,5 +1,11 @@
 """Tokenizers: known answers on hand-worked examples, round trips, saving, bad ids."""
 
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,3 +111,43 @@ def test_bpe_rejects_ids_outside_the_vocabulary():
         tok.decode([-1])
     with pytest.raises(ValueError, match="at least"):
         BPETokenizer.train("abc", vocab_size=10)
+
+
+def test_saving_and_loading_is_utf8_whatever_the_locale(tmp_path):
+    # A C/POSIX locale without UTF-8 mode makes Python's default text encoding ASCII; only a
+    # fresh interpreter can be started that way, so the round trip runs in a subprocess.
+    script = textwrap.dedent("""
+        import locale, sys
+        from ctxlib.tokenizers import BPETokenizer, CharTokenizer
+        assert locale.getpreferredencoding(False).lower() in {"ascii", "ansi_x3.4-1968"}
+        text = "café naïve 東京 " * 5
+        folder = sys.argv[1]
+        char = CharTokenizer.train(text)
+        char.save(folder + "/char.json")
+        assert CharTokenizer.load(folder + "/char.json").encode(text) == char.encode(text)
+        bpe = BPETokenizer.train(text, vocab_size=270, special_tokens=("[PAD]", "[É]"),
+                                 progress_bar=False)
+        bpe.save(folder + "/bpe.json")
+        loaded = BPETokenizer.load(folder + "/bpe.json")
+        assert loaded.encode(text) == bpe.encode(text) and loaded.special_tokens[1] == "[É]"
+    """)
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "ascii"}
+    env.pop("PYTHONCOERCECLOCALE", None)
+    program = tmp_path / "round_trip.py"  # Python reads source files as UTF-8 in any locale
+    program.write_text(script, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(program), str(tmp_path)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"東"' in (tmp_path / "char.json").read_bytes().decode("utf-8")  # UTF-8 on disk
+
+
+def test_bpe_warns_when_the_text_runs_out_of_merges():
+    asked = len(SPECIAL_TOKENS) + 256 + 10
+    with pytest.warns(UserWarning, match=rf"{len(SPECIAL_TOKENS) + 256 + 1}.*{asked}"):
+        tok = BPETokenizer.train("ab", vocab_size=asked, progress_bar=False)  # one pair only
+    assert tok.vocab_size == len(SPECIAL_TOKENS) + 256 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reaching the size asked for is silent
+        BPETokenizer.train("ab", vocab_size=len(SPECIAL_TOKENS) + 257, progress_bar=False)

@@ -7,11 +7,22 @@
 - ``eval_fn(model) -> {"name": value}`` is called every ``eval_every`` steps and at the end.
 
 What the loop does, in order, at each optimizer step: for each of ``grad_accum`` micro-batches,
-forward and backward (in bf16/fp16 autocast on CUDA); clip the gradient norm; AdamW step; set
-the learning rate of the next step (linear warmup, then cosine decay); log; evaluate; and
-checkpoint. A checkpoint holds everything the next step depends on (weights, optimizer,
-schedule, step, the data generator and every random number generator), so a run interrupted at
-any point and restarted with the same call ends with exactly the weights of an uninterrupted one.
+forward and backward (in bf16 or fp16 autocast on CUDA, see :func:`precision_plan`); check the
+gradient norm (a step whose gradients are NaN or infinite is skipped, never applied); clip it;
+AdamW step; set the learning rate of the next step (linear warmup, then cosine decay); log;
+evaluate; checkpoint.
+
+Resuming. A checkpoint holds everything the next step depends on (weights, optimizer,
+schedule, step, the data generator and every random number generator), taken at a step
+boundary, so a run interrupted at any point (a crash, a disconnect, the stop button) and
+restarted with **the same call** ends with exactly the weights of an uninterrupted one. A call
+with **different settings** (any field of the config but the bookkeeping ones, the model's
+config, or the ``settings`` passed to ``train``) never resumes the old state: it starts a new
+run and keeps the old one's checkpoint (see :mod:`ctxlib.checkpoints`).
+
+Several GPUs. Under ``torchrun --nproc_per_node=N``, the same call trains data-parallel: each
+process draws its own micro-batches, gradients are averaged across processes after each
+backward pass, process 0 writes the checkpoints, and every process resumes from them.
 """
 
 from __future__ import annotations
@@ -20,7 +31,10 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxlib.runtime import get_device, max_steps_override, progress
+from ctxlib.checkpoints import CheckpointStore, differences, model_fingerprint, plain, run_id
+from ctxlib.runtime import current_budget, get_device, max_steps_override, progress
+
+MAX_SKIPPED_IN_A_ROW = 5  # this many non-finite gradient steps in a row stop the run
 
 
 @dataclass
@@ -43,7 +60,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warmup from 0 to lr ...
     min_lr_ratio: float = 0.1  # ... then cosine decay down to min_lr_ratio * lr
     grad_clip: float | None = 1.0  # clip the global gradient norm (None: no clipping)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (per process under torchrun)
     eval_every: int = 0  # evaluate every N steps (0: only at the end)
     checkpoint_every: int = 0  # write a checkpoint every N steps (0: only at the end)
     checkpoint_path: str | None = None  # where (None: no checkpoints)
@@ -51,6 +68,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (pays off on GPUs for long runs)
     seed: int = 0  # seed of the data generator
     progress: bool = True  # progress bar with the live loss
+
+    # Fields that change how a run is watched or stored, not what it computes: a checkpoint
+    # written with other values of these is still the same run.
+    BOOKKEEPING = ("eval_every", "checkpoint_every", "checkpoint_path", "compile", "progress")
 
     def __post_init__(self):
         if self.steps < 1 or self.grad_accum < 1:
@@ -61,7 +82,11 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """What happened during training: per-step loss and learning rate, and evaluations."""
+    """What happened during training: per-step loss and learning rate, and evaluations.
+
+    ``run`` records what produced it (budget, device, processes, configuration, run id), so
+    that a result can be traced to the run it came from.
+    """
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -69,13 +94,17 @@ class History:
     seconds: list[float] = field(default_factory=list)  # wall time of each step
     eval_steps: list[int] = field(default_factory=list)
     evals: dict[str, list[float]] = field(default_factory=dict)
+    skipped_steps: list[int] = field(default_factory=list)  # steps with non-finite gradients
+    run: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> History:
-        return cls(**{k: (dict(v) if k == "evals" else list(v)) for k, v in state.items()})
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (dict(v) if isinstance(v, dict) else list(v))
+                      for k, v in state.items() if k in known})
 
     def last_eval(self) -> dict[str, float]:
         return {name: values[-1] for name, values in self.evals.items()}
@@ -104,6 +133,39 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused or None)
 
 
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a device trains: autocast dtype (None: float32), loss scaling, torch.compile."""
+
+    dtype: torch.dtype | None
+    loss_scaling: bool
+    compile: bool
+    reason: str
+
+
+def precision_plan(device: torch.device, mixed_precision: bool = True,
+                   compile: bool = False) -> PrecisionPlan:
+    """Choose mixed precision and compilation for ``device``.
+
+    bfloat16 needs no loss scaling and is fast on GPUs of compute capability 8.0 and above
+    (A100, L4, H100, RTX 30xx and later). Older GPUs such as Colab's T4 (7.5) train in float16
+    with loss scaling, and without ``torch.compile``, whose Triton kernels need 8.0 or above
+    here. ``torch.cuda.is_bf16_supported()`` is no guide: it says True on a T4, where bfloat16
+    is emulated and slow, so the decision is made from the compute capability.
+    """
+    if device.type != "cuda":
+        return PrecisionPlan(None, False, False, "float32 (mixed precision is for CUDA GPUs)")
+    major, minor = torch.cuda.get_device_capability(device)
+    if major >= 8:
+        dtype = torch.bfloat16 if mixed_precision else None
+        return PrecisionPlan(dtype, False, compile, f"compute capability {major}.{minor}: "
+                             + ("bfloat16 autocast" if mixed_precision else "float32"))
+    dtype = torch.float16 if mixed_precision else None
+    return PrecisionPlan(dtype, mixed_precision, False, f"compute capability {major}.{minor}: "
+                         + ("float16 autocast with loss scaling" if mixed_precision else "float32")
+                         + ("; torch.compile off (needs 8.0+)" if compile else ""))
+
+
 def train(
     model: torch.nn.Module,
     batches: Callable[[torch.Generator], Any],
@@ -113,32 +175,67 @@ def train(
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     device: torch.device | str | None = None,
     resume: bool = True,
+    settings: dict[str, Any] | None = None,
 ) -> History:
-    """Train ``model`` for ``config.steps`` optimizer steps; see the module docstring."""
+    """Train ``model`` for ``config.steps`` optimizer steps; see the module docstring.
+
+    ``settings``: anything else the run depends on that the loop cannot see, such as the batch
+    size or the data (a notebook passes its budget's settings). It is part of the run's
+    identity: changing it starts a new run instead of resuming the old one.
+    ``resume=False`` deletes this path's checkpoints and starts over.
+    """
     config = _capped(config)
-    device = torch.device(device) if device is not None else get_device()
+    rank, world_size = _distributed()
+    if device is None:
+        device = get_device()
+        if device.type == "cuda" and world_size > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    device = torch.device(device)
+    is_main = rank == 0
+    say = print if is_main else _quiet
+
     model.to(device).train()
     optimizer = make_optimizer(model, config)
-    use_amp = config.mixed_precision and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    # fp16 needs loss scaling so small gradients do not underflow; bf16 does not.
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    forward_model = torch.compile(model) if config.compile and device.type == "cuda" else model
+    plan = precision_plan(device, config.mixed_precision, config.compile)
+    scaler = torch.amp.GradScaler("cuda", enabled=plan.loss_scaling)
+    forward_model = torch.compile(model) if plan.compile else model
     data_generator = torch.Generator().manual_seed(config.seed)
-    history = History()
+    budget = current_budget()[0]
+    identity = {"train": {k: plain(v) for k, v in dataclasses.asdict(config).items()
+                          if k not in TrainConfig.BOOKKEEPING},
+                "model": model_fingerprint(model), "settings": plain(settings or {}),
+                "processes": world_size}
+    history = History(run={"id": run_id(identity), "budget": budget, "device": str(device),
+                           "processes": world_size, "precision": plan.reason,
+                           "config": plain(dataclasses.asdict(config)),
+                           "settings": plain(settings or {})})
     step = 0
 
-    checkpoint = Path(config.checkpoint_path) if config.checkpoint_path else None
-    if resume and checkpoint is not None and checkpoint.exists():
-        step, history = load_checkpoint(checkpoint, model, optimizer, scaler, data_generator)
-        print(f"Resuming from step {step} of {config.steps} ({checkpoint}).")
-        if step >= config.steps:
-            return history
+    store = CheckpointStore(config.checkpoint_path) if config.checkpoint_path else None
+    if store is not None:
+        blob = _find_run(store, identity, resume, say) if is_main else None
+        blob = _share(blob, rank, world_size)
+        if blob is not None:
+            step, history = _restore(blob["state"], model, optimizer, scaler, data_generator, rank)
+            say(f"Resuming from step {step} of {config.steps} ({store.latest}).")
+            if step >= config.steps:
+                return history
+    if world_size > 1:
+        _broadcast_parameters(model)
+
+    # The state of every random generator at the last step boundary: what a checkpoint saves,
+    # whenever it is written (an interrupt mid-step must not save a half-drawn state).
+    boundary = _random_state(data_generator)
 
     def save() -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model, optimizer, scaler, data_generator, step, history,
-                            config)
+        if store is None:
+            return
+        states = _gather(boundary, world_size)
+        if is_main:
+            store.save(identity, {"step": step, "model": model.state_dict(),
+                                  "optimizer": optimizer.state_dict(),
+                                  "scaler": scaler.state_dict(), "random": states,
+                                  "history": history.to_dict()})
 
     def evaluate() -> None:
         if eval_fn is None:
@@ -146,19 +243,23 @@ def train(
         model.eval()
         # Evaluation may draw random numbers (e.g. random validation windows): fork the random
         # state so that training continues exactly as if it had not run.
-        devices = [torch.cuda.current_device()] if device.type == "cuda" else []
+        devices = [device.index or 0] if device.type == "cuda" else []
         python_state, numpy_state = random.getstate(), np.random.get_state()
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            results = eval_fn(model)
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        model.train()
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                results = eval_fn(model)
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+            model.train()
         history.eval_steps.append(step)
         for name, value in results.items():
             history.evals.setdefault(name, []).append(float(value))
 
-    bar = progress(total=config.steps, initial=step, desc="training", disable=not config.progress)
+    bar = progress(total=config.steps, initial=step, desc="training",
+                   disable=not (config.progress and is_main))
     smoothed = None
+    skipped_in_a_row = 0
     try:
         while step < config.steps:
             start = time.perf_counter()
@@ -166,8 +267,9 @@ def train(
                 group["lr"] = lr_at(step, config)
             loss_sum = 0.0
             for _ in range(config.grad_accum):
-                batch = batches(data_generator)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                batch = _draw(batches, data_generator, rank, world_size)
+                with torch.autocast(device.type, dtype=plan.dtype or torch.float32,
+                                    enabled=plan.dtype is not None):
                     loss = loss_fn(forward_model, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
@@ -177,38 +279,231 @@ def train(
                 # Each micro-batch contributes 1/grad_accum: the sum is the mean over all of them.
                 scaler.scale(loss / config.grad_accum).backward()
                 loss_sum += loss.item() / config.grad_accum
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            history.steps.append(step)
-            history.loss.append(loss_sum)
-            history.lr.append(optimizer.param_groups[0]["lr"])
-            history.seconds.append(time.perf_counter() - start)
+            if world_size > 1:
+                loss_sum = _average_gradients(model, loss_sum, world_size)
+            scaler.unscale_(optimizer)
+            grad_norm = _gradient_norm(model, config.grad_clip)
+            finite = bool(torch.isfinite(grad_norm))
+            with _InterruptsDeferred():  # the update and its bookkeeping happen together or not
+                if finite or scaler.is_enabled():  # fp16 loss scaling skips inf steps itself
+                    scaler.step(optimizer)
+                    scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                history.steps.append(step)
+                history.loss.append(loss_sum)
+                history.lr.append(optimizer.param_groups[0]["lr"])
+                history.seconds.append(time.perf_counter() - start)
+                if not finite:
+                    history.skipped_steps.append(step)
+                boundary = _random_state(data_generator)
+            skipped_in_a_row = 0 if finite else skipped_in_a_row + 1
+            if not finite and not scaler.is_enabled():
+                _warn_skipped(step, grad_norm, skipped_in_a_row, len(history.skipped_steps))
             smoothed = loss_sum if smoothed is None else 0.9 * smoothed + 0.1 * loss_sum
             bar.update()
             bar.set_postfix(loss=f"{smoothed:.3f}", refresh=False)
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 evaluate()
-                bar.set_postfix(loss=f"{smoothed:.3f}", **_short(history.last_eval()), refresh=False)
+                bar.set_postfix(loss=f"{smoothed:.3f}", **_short(history.last_eval()),
+                                refresh=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 save()
     except KeyboardInterrupt:
-        # `step` and the saved state only advance together after a completed optimizer step,
-        # so what is saved here is a consistent state at a step boundary.
         bar.close()
-        if checkpoint is not None and history.steps and history.steps[-1] == step:
-            save()
-            print(f"Interrupted: saved step {step} to {checkpoint}; run the same call to resume.")
+        model.train()
+        if store is not None and world_size == 1:
+            save()  # the weights and `boundary` both belong to the last completed step
+            say(f"Interrupted: saved step {step} to {store.latest}; run the same call to resume.")
+        elif store is not None:
+            say("Interrupted: under torchrun the last periodic checkpoint is what resumes.")
         raise
     bar.close()
     evaluate()
     save()
     return history
+
+
+# --- Resuming ------------------------------------------------------------------------------------
+
+
+def _find_run(store: CheckpointStore, identity: dict, resume: bool, say) -> dict | None:
+    """The checkpoint to resume from (verified), or None for a new run. Keeps other runs."""
+    for temporary in store.clean_temporaries():
+        say(f"Removed {temporary}, left over from an interrupted save.")
+    if not resume:
+        store.remove()
+        return None
+    blob = store.read_usable()
+    ours = run_id(identity)
+    if blob is not None and blob["identity"] != identity:
+        kept = store.archive(run_id(blob["identity"]))
+        changed = differences(blob["identity"], identity)
+        say(f"The settings differ from those of the run in {store.latest} "
+            f"({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}). Starting a new "
+            f"run; the old one is kept as {kept.name} (put the settings back to resume it).")
+        blob = None
+    if blob is None and store.restore(ours):
+        say("Found an earlier run with exactly these settings: resuming it.")
+        blob = store.read_usable()
+    return blob
+
+
+def _restore(state: dict, model, optimizer, scaler, data_generator, rank: int):
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    _set_random_state(state["random"][rank], data_generator)
+    return state["step"], History.from_dict(state["history"])
+
+
+def _random_state(data_generator: torch.Generator) -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "data_generator": data_generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "python": [version, list(internal), gauss],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+    }
+
+
+def _set_random_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
+    data_generator.set_state(state["data_generator"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached"]))
+
+
+class _InterruptsDeferred:
+    """Hold back the stop button (SIGINT) until the block is done, then raise it.
+
+    The optimizer step, the step counter, the history and the saved random state must move
+    together; an interrupt between them would leave a checkpoint that is not at a step boundary.
+    """
+
+    def __enter__(self):
+        self.pending, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum, frame):
+        self.pending = True
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.pending and exc_info[0] is None:
+            raise KeyboardInterrupt
+
+
+# --- Gradients -----------------------------------------------------------------------------------
+
+
+def _gradient_norm(model: torch.nn.Module, clip: float | None) -> torch.Tensor:
+    """The global gradient norm (before clipping), clipping to ``clip`` when it is set."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return torch.tensor(0.0)
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad.float()) for p in params]))
+
+
+def _warn_skipped(step: int, grad_norm: torch.Tensor, in_a_row: int, total: int) -> None:
+    message = (f"step {step}: the loss is finite but the gradient norm is {grad_norm.item()}; "
+               f"the step was skipped (weights unchanged; {total} skipped so far).")
+    if in_a_row >= MAX_SKIPPED_IN_A_ROW:
+        raise FloatingPointError(
+            f"{message} {in_a_row} steps in a row had non-finite gradients: training stopped. "
+            "Try a lower learning rate, more warmup, or float32 (mixed_precision=False)."
+        )
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+# --- Several processes (torchrun) ----------------------------------------------------------------
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1 or not torch.distributed.is_available():
+        return 0, 1
+    dist = torch.distributed
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _draw(batches, generator: torch.Generator, rank: int, world_size: int):
+    """This process's micro-batch. Every process draws all ``world_size`` micro-batches from
+    the same generator and keeps its own, so the processes never see the same batch, the
+    generator stays identical everywhere (one saved state resumes them all), and N processes
+    see exactly the batches that one process with ``grad_accum * N`` would."""
+    drawn = None
+    for r in range(world_size):
+        batch = batches(generator)
+        if r == rank:
+            drawn = batch
+    return drawn
+
+
+def _average_gradients(model: torch.nn.Module, loss: float, world_size: int) -> float:
+    """Average gradients (and the logged loss) across processes, in one flat all-reduce.
+
+    This is what DistributedDataParallel does, without wrapping the model, so that any
+    ``loss_fn`` works: one that calls a model method other than forward, or forward twice.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [torch.tensor([loss], device=grads[0].device,
+                                                                  dtype=grads[0].dtype)])
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset:offset + g.numel()].view_as(p).clone()
+        offset += g.numel()
+    return flat[-1].item()
+
+
+def _broadcast_parameters(model: torch.nn.Module) -> None:
+    for tensor in model.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+
+
+def _share(blob, rank: int, world_size: int):
+    """Process 0's choice of checkpoint, given to every process."""
+    if world_size == 1:
+        return blob
+    box = [blob]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(state: dict, world_size: int) -> list[dict]:
+    """Every process's random state, in rank order (each process resumes its own)."""
+    if world_size == 1:
+        return [state]
+    states = [None] * world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
+def _quiet(*args, **kwargs) -> None:
+    """print() for processes other than 0: they stay silent."""
+
+
+# --- Small helpers -------------------------------------------------------------------------------
 
 
 def _capped(config: TrainConfig) -> TrainConfig:
@@ -224,104 +519,14 @@ def _short(results: dict[str, float]) -> dict[str, str]:
     return {name: f"{value:.3f}" for name, value in results.items()}
 
 
-# --- Checkpoints ---------------------------------------------------------------------------------
-# Saved with torch.save and read with torch.load(weights_only=True): only tensors, numbers,
-# strings, lists and dicts, so loading a checkpoint can never run code.
+def load_weights(path: str | os.PathLike, model: torch.nn.Module) -> dict[str, Any]:
+    """Load the weights of a training checkpoint into ``model``; returns its history's dict.
 
-
-def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
-    """What must match to resume: parameter names and shapes, and the model's config."""
-    fingerprint = {"shapes": {n: list(p.shape) for n, p in model.state_dict().items()}}
-    config = getattr(model, "config", None)
-    if dataclasses.is_dataclass(config):
-        fingerprint["config"] = {k: _plain(v) for k, v in dataclasses.asdict(config).items()}
-    return fingerprint
-
-
-def _plain(value):
-    """Config values as types that weights_only loading accepts."""
-    if isinstance(value, (int, float, str, bool, type(None))):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
-
-
-def save_checkpoint(path, model, optimizer, scaler, data_generator, step, history, config):
-    state = {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "data_generator": data_generator.get_state(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": _python_rng_state(),
-            "numpy": _numpy_rng_state(),
-        },
-        "history": history.to_dict(),
-        "fingerprint": model_fingerprint(model),
-        "train_config": {k: _plain(v) for k, v in dataclasses.asdict(config).items()},
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)  # atomic: a crash mid-write never leaves a broken checkpoint
-
-
-def load_checkpoint(path, model, optimizer, scaler, data_generator) -> tuple[int, History]:
-    """Restore everything from ``path``; returns the step reached and the history so far."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    _check_fingerprint(model_fingerprint(model), state["fingerprint"], path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    data_generator.set_state(state["data_generator"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if torch.cuda.is_available() and state["rng"]["cuda"]:
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    random.setstate(_to_python_rng_state(state["rng"]["python"]))
-    np.random.set_state(_to_numpy_rng_state(state["rng"]["numpy"]))
-    return state["step"], History.from_dict(state["history"])
-
-
-def _check_fingerprint(ours: dict, saved: dict, path) -> None:
-    advice = (f"Use another checkpoint_path, delete {path}, or pass resume=False to start "
-              "from scratch.")
-    for key in sorted(set(ours.get("config", {})) | set(saved.get("config", {}))):
-        mine, theirs = ours.get("config", {}).get(key), saved.get("config", {}).get(key)
-        if mine != theirs:
-            raise ValueError(
-                f"checkpoint {path} is of a different model: config field {key!r} is {theirs!r} "
-                f"there and {mine!r} here. {advice}"
-            )
-    for name in sorted(set(ours["shapes"]) | set(saved["shapes"])):
-        mine, theirs = ours["shapes"].get(name), saved["shapes"].get(name)
-        if mine != theirs:
-            raise ValueError(
-                f"checkpoint {path} is of a different model: parameter {name!r} has shape "
-                f"{theirs} there and {mine} here. {advice}"
-            )
-
-
-def _python_rng_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _to_python_rng_state(state: list) -> tuple:
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
-
-
-def _numpy_rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached": float(cached)}
-
-
-def _to_numpy_rng_state(state: dict) -> tuple:
-    keys = state["keys"].numpy().astype(np.uint32)
-    return (state["kind"], keys, state["pos"], state["has_gauss"], state["cached"])
+    For using a trained model elsewhere (no optimizer, no resuming). The file is verified
+    against its checksum, and falls back to the previous checkpoint like ``train`` does.
+    """
+    blob = CheckpointStore(Path(path)).read_usable()
+    if blob is None:
+        raise FileNotFoundError(f"no checkpoint at {path}.")
+    model.load_state_dict(blob["state"]["model"])
+    return blob["state"]["history"]

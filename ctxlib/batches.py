@@ -24,6 +24,33 @@ def check_ids(ids: torch.Tensor, size: int, name: str) -> None:
                          f"{ids.max().item()}.")
 
 
+def check_targets(
+    targets: torch.Tensor, size: int, name: str, hint: str = "check the masking and the labels"
+) -> None:
+    """Raise a clear error unless ``targets`` (any shape) can go into a cross-entropy loss over
+    ``size`` classes: torch.long, each in [0, size) or IGNORE_INDEX, and at least one of them not
+    IGNORE_INDEX.
+
+    A mean over no target at all is 0/0: the loss would be NaN, which a training loop reports as
+    a diverged run (and sends you looking at the learning rate). A target outside the classes
+    would fail deep inside the loss, or on a GPU as an opaque device-side assert. ``name`` says
+    which targets, e.g. "next-token targets"; ``hint`` says what to do when none is left.
+    """
+    if targets.dtype != torch.long:
+        raise TypeError(f"{name} must be torch.long, got {targets.dtype}.")
+    if targets.numel() == 0:
+        raise ValueError(f"{name} are empty (shape {tuple(targets.shape)}): there is nothing to "
+                         f"predict, and the loss would be NaN; {hint}.")
+    ignored = targets == IGNORE_INDEX
+    if ignored.all():
+        raise ValueError(f"no position has a target: every one of the {targets.numel()} {name} "
+                         f"is {IGNORE_INDEX} (ignored), and the loss would be NaN; {hint}.")
+    outside = ~ignored & ((targets < 0) | (targets >= size))
+    if outside.any():
+        raise ValueError(f"{name} must lie in [0, {size}) or be {IGNORE_INDEX} (ignored), "
+                         f"found {targets[outside][0].item()}.")
+
+
 def lm_windows(
     token_ids: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_ids
+from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
 from ctxlib.layers import TransformerBlock
 
 
@@ -167,13 +167,21 @@ class BertForPreTraining(nn.Module):
         """With ``mlm_labels`` (B, T), IGNORE_INDEX at every position not chosen for masking,
         logits and loss cover the chosen positions only: padding and unchosen positions never
         enter the mean. ``nsp_labels`` (B,): 0 if B follows A, 1 if B is random."""
-        hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask)
-        nsp_logits = self.nsp(pooled)
-        mlm_loss = nsp_loss = None
+        # Labels are checked before the encoder runs: a bad batch should not cost a forward pass.
         if mlm_labels is not None:
             if mlm_labels.shape != input_ids.shape:
                 raise ValueError(f"mlm_labels {tuple(mlm_labels.shape)} must match input_ids "
                                  f"{tuple(input_ids.shape)}.")
+            check_targets(mlm_labels, self.config.vocab_size, "mlm_labels",
+                          hint="no position was chosen for masking (with short inputs and a 15% "
+                               "rate this can happen by chance): use longer inputs or larger "
+                               "batches, and check the maskable positions given to mask_tokens")
+        if nsp_labels is not None:
+            check_targets(nsp_labels, 2, "nsp_labels")
+        hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask)
+        nsp_logits = self.nsp(pooled)
+        mlm_loss = nsp_loss = None
+        if mlm_labels is not None:
             chosen = mlm_labels != IGNORE_INDEX  # (B, T)
             # Scoring only the chosen ~15% of positions saves most of the output layer's cost.
             mlm_logits = self.mlm_logits(hidden[chosen])  # (N chosen, V)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_ids
+from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
 
 # Character ids: 0 pads, bytes of the UTF-8 word are 1..256, then begin- and end-of-word marks.
 PAD_CHAR, BOW_CHAR, EOW_CHAR = 0, 257, 258
@@ -239,6 +239,11 @@ class BiLM(nn.Module):
         # the ids at padding positions are never used, so only the real ones are checked
         check_ids(word_ids[mask], self.config.vocab_size, "word ids")
         forward_targets, backward_targets = shifted_targets(word_ids, mask)
+        # Both directions have a target wherever two real words are neighbours, so checking one
+        # direction checks both. A batch of one-word sentences has none at all.
+        check_targets(forward_targets, self.config.vocab_size, "word targets",
+                      hint="sentences need at least 2 words for a language-model target (each "
+                           "word predicts its neighbour)")
         return (self._nll(forward[-1], forward_targets), self._nll(backward[-1], backward_targets))
 
     def _nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxlib.batches import IGNORE_INDEX, check_targets
+
 # The key/value cache of one layer: keys and values of every position seen so far, (B, H, T, D).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 
@@ -191,17 +193,21 @@ class GPT(nn.Module):
         ``use_cache=True``, also the new key/value cache as the last element (one
         ``(keys, values)`` pair per layer, to pass back as ``past`` for the next tokens).
         """
-        hidden, presents = self.hidden_states(input_ids, past)
-        logits = self.lm_head(hidden)  # (B, T, V)
-
-        outputs: tuple = (logits,)
-        if targets is not None:
+        if targets is not None:  # checked first: a bad target should not cost a forward pass
             if targets.shape != input_ids.shape:
                 raise ValueError(
                     f"targets {tuple(targets.shape)} must have the shape of input_ids "
                     f"{tuple(input_ids.shape)} (targets[b, t] is the token after input_ids[b, t])."
                 )
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+            check_targets(targets, self.config.vocab_size, "next-token targets",
+                          hint="give at least one token with a target, and check the masking")
+        hidden, presents = self.hidden_states(input_ids, past)
+        logits = self.lm_head(hidden)  # (B, T, V)
+
+        outputs: tuple = (logits,)
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                   ignore_index=IGNORE_INDEX)
             outputs += (loss,)
         if use_cache:
             outputs += (presents,)
@@ -229,8 +235,23 @@ class GPT(nn.Module):
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
+        if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 and input_ids.size(1) == 0:
+            raise ValueError("the prompt is empty (input_ids of shape (B, 0)): generation continues "
+                             "a text, so give it at least one token (e.g. an end-of-text token).")
         was_training = self.training
         self.eval()
+        try:
+            return self._generate(input_ids, max_new_tokens, temperature, top_k, top_p, use_cache,
+                                  generator)
+        finally:
+            # Even when sampling fails midway (a bad top_k, an id outside the vocabulary), the
+            # model goes back to the mode it was in: a training loop must not go on without
+            # dropout just because a sample failed.
+            self.train(was_training)
+
+    def _generate(self, input_ids, max_new_tokens, temperature, top_k, top_p, use_cache,
+                  generator) -> torch.Tensor:
+        """The loop of ``generate``, which sets (and restores) eval mode around it."""
         block_size = self.config.block_size
         sequence = input_ids[:, -block_size:] if input_ids.size(1) > block_size else input_ids
         tokens = [input_ids]
@@ -248,7 +269,6 @@ class GPT(nn.Module):
             tokens.append(next_token)
             sequence = torch.cat([sequence, next_token], dim=1)
             feed = next_token
-        self.train(was_training)
         return torch.cat(tokens, dim=1)
 
     # --- Weights from and to Hugging Face ------------------------------------------------------
@@ -336,20 +356,41 @@ class GPTForClassification(nn.Module):
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape "
                              f"of input_ids {tuple(input_ids.shape)}.")
-        lengths = attention_mask.sum(dim=1)
+        real = attention_mask != 0  # (B, T)
+        lengths = real.sum(dim=1)  # (B,)
         if (lengths == 0).any():
             raise ValueError("every sequence needs at least one real token.")
+        # The last real token is read at index length - 1, which is right only if each row is
+        # its real tokens first and then its padding (1...1 0...0). With left padding that index
+        # would silently point at another token.
+        right_padded = torch.arange(real.shape[1], device=real.device) < lengths[:, None]
+        if (real != right_padded).any():
+            raise ValueError("the attention mask has padding before a real token, but GPT "
+                             "classifies from the last real token (at index length - 1): "
+                             "pad on the right (pad_batch(..., side='right')).")
         hidden, _ = self.gpt.hidden_states(input_ids)  # (B, T, C)
         last = hidden[torch.arange(len(input_ids)), lengths - 1]  # (B, C): each last real token
         return self.head(self.dropout(last)), self.gpt.lm_head(hidden)
 
     def loss(self, input_ids, attention_mask, labels, lm_weight: float = 0.5) -> torch.Tensor:
-        """Classification loss plus ``lm_weight`` times the next-token loss on real tokens."""
-        class_logits, lm_logits = self(input_ids, attention_mask)
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
-        lm_loss = F.cross_entropy(lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                                  ignore_index=-100)
-        return F.cross_entropy(class_logits.float(), labels) + lm_weight * lm_loss
+        """Classification loss plus ``lm_weight`` times the next-token loss on real tokens.
+
+        input_ids, attention_mask: (B, T), right-padded; labels: (B,) class ids (-100 = ignore).
+        """
+        check_targets(labels, self.head.out_features, "class labels")
+        class_logits, lm_logits = self(input_ids, attention_mask)  # also checks the mask
+        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
+        if lm_weight:
+            check_targets(targets, self.config.vocab_size, "next-token targets",
+                          hint="every sequence has a single real token, so the auxiliary "
+                               "language-model loss has nothing to predict; use longer inputs "
+                               "(GPT-1 appends an end token) or lm_weight=0")
+        loss = F.cross_entropy(class_logits.float(), labels, ignore_index=IGNORE_INDEX)
+        if lm_weight:
+            loss = loss + lm_weight * F.cross_entropy(
+                lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                ignore_index=IGNORE_INDEX)
+        return loss
 
 
 # Names of the Conv1D weights that Hugging Face stores transposed.

@@ -37,6 +37,8 @@ def attention(
         if not mask.any(dim=-1).all():
             raise ValueError("the mask leaves a query with no key to attend to (a row of all "
                              "False); every query needs at least one allowed key.")
+        # -inf, not a large constant such as -1e30, which float16 (under torch.autocast) cannot
+        # hold: every float dtype has -inf. It gives NaN only in a row of all -inf, refused above.
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = scores.softmax(dim=-1)
     if dropout_p and training:
@@ -54,6 +56,19 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     if attention_mask.dim() != 2:
         raise ValueError(f"attention_mask must be (batch, time), got {tuple(attention_mask.shape)}.")
     return attention_mask.bool()[:, None, None, :]
+
+
+def attend_somewhere(mask: torch.Tensor) -> torch.Tensor:
+    """The boolean ``mask`` (..., T_q, T_k), with every query that may attend to no key at all
+    allowed to attend to every key instead.
+
+    Such a query is a padding position whose whole sequence is padding (an all-padding row of a
+    batch). Its output is ignored downstream, but a softmax over no key at all is 0/0, and
+    some versions and backends of ``scaled_dot_product_attention`` then return NaN, whose
+    gradient would spread to every weight. Attending everywhere gives it a harmless finite
+    output instead; queries with at least one allowed key are unchanged.
+    """
+    return mask | ~mask.any(dim=-1, keepdim=True)
 
 
 def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
@@ -108,6 +123,8 @@ class MultiHeadAttention(nn.Module):
             padding_mask(attention_mask) if attention_mask is not None else None,
             causal_mask(T, x.device) if self.causal else None,
         )
+        if attention_mask is not None:
+            mask = attend_somewhere(mask)  # an all-padding row has no key to attend to
         dropout = self.dropout if self.training else 0.0
         if return_weights:
             y, weights = attention(q, k, v, mask, dropout, self.training)

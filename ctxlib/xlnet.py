@@ -41,14 +41,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_ids
+from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
 from ctxlib.layers import FeedForward
 
-# Added to the score of a forbidden key. Finite, as in the reference, so a query with no allowed
-# key at all gets no NaN but a uniform average over ALL keys, the forbidden ones included. For
-# the first target of an order with no context and no memory that would mean seeing its own
-# token: ``permutation_masks`` therefore always leaves at least one token of context.
-BLOCKED = -1e30
+
+def blocked_score(dtype: torch.dtype) -> float:
+    """The score given to a forbidden key: the most negative number of ``dtype``.
+
+    It depends on the dtype because a fixed constant does not fit every one: -1e30 (the
+    reference's float32 value) overflows float16, whose range ends at -65504, as used under
+    ``torch.autocast``. Finite, as in the reference, so a query with no allowed key at all (the
+    query stream of an all-padding row) gets no NaN but a uniform average over ALL keys, the
+    forbidden ones included. For the first target of an order with no context and no memory
+    that would mean seeing its own token: ``permutation_masks`` therefore always leaves at
+    least one token of context.
+    """
+    return torch.finfo(dtype).min
 
 
 @dataclass
@@ -184,7 +192,7 @@ class RelativeAttention(nn.Module):
                                       by_segment[..., :1])
         bias = bias / math.sqrt(D)  # the fused kernel scales only the content term
         if view.blocked is not None:
-            bias = bias.masked_fill(view.blocked[:, None], BLOCKED)
+            bias = bias.masked_fill(view.blocked[:, None], blocked_score(bias.dtype))
         y = F.scaled_dot_product_attention(
             q + self.content_bias[:, None], keys, values, attn_mask=bias,
             dropout_p=self.p_dropout if self.training else 0.0)  # (B, H, Tq, D)
@@ -362,7 +370,12 @@ class XLNetLM(nn.Module):
             if labels.shape != logits.shape[:2]:
                 raise ValueError(f"labels {tuple(labels.shape)} must be {tuple(logits.shape[:2])}"
                                  " (one per target, or one per token without target_mapping).")
-            loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+            check_targets(labels, self.config.vocab_size, "labels",
+                          hint="check the labels of the targets (permutation_batch builds them)")
+            # the loss in float32 even under autocast, as GPT's: a sum of many float16 terms
+            # loses precision
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                   ignore_index=IGNORE_INDEX)
         return LMOutput(logits, new_mems, loss)
 
     @classmethod
@@ -483,7 +496,7 @@ def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_
     """
     if not 0 < num_predict < T:
         raise ValueError(f"num_predict must be between 1 and T - 1 = {T - 1}, got {num_predict}: "
-                         "at least one token must be context (see BLOCKED).")
+                         "at least one token must be context (see blocked_score).")
     order = torch.randperm(T, generator=generator)
     if max_span > 1:  # choose the targets as spans, then put them last, in a random order
         is_target = torch.zeros(T, dtype=torch.bool)

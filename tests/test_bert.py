@@ -210,3 +210,43 @@ def test_masking_exercise_check_accepts_bert_and_rejects_all_mask():
     check_mask_tokens(ours)
     with pytest.raises(ExerciseFailed, match="80%"):
         check_mask_tokens(always_mask)
+
+
+def test_pretraining_loss_checks_its_labels():
+    """No masked position would make the MLM loss a mean over nothing (NaN); a label outside the
+    vocabulary or an NSP label other than 0/1 would fail deep inside the loss."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=1,
+                                          n_head=2, d_model=32, dropout=0.0))
+    ids, segments, mask = batch()
+    nsp = torch.tensor([0, 1])
+    nothing_chosen = torch.full_like(ids, IGNORE_INDEX)
+    with pytest.raises(ValueError, match="every one of the 40 mlm_labels is -100.*masking"):
+        model(ids, segments, mask, mlm_labels=nothing_chosen, nsp_labels=nsp)
+    labels = nothing_chosen.clone()
+    labels[0, 3] = VOCAB
+    with pytest.raises(ValueError, match=rf"mlm_labels must lie in \[0, {VOCAB}\)"):
+        model(ids, segments, mask, mlm_labels=labels, nsp_labels=nsp)
+    labels[0, 3] = ids[0, 3]
+    with pytest.raises(ValueError, match=r"nsp_labels must lie in \[0, 2\)"):
+        model(ids, segments, mask, mlm_labels=labels, nsp_labels=torch.tensor([0, 2]))
+    assert torch.isfinite(model(ids, segments, mask, mlm_labels=labels, nsp_labels=nsp).loss)
+
+
+def test_an_all_padding_row_changes_nothing_and_makes_no_nan():
+    """A batch may hold a row that is padding only; no query of that row has a key to attend
+    to. The other rows must not change, and nothing may become NaN (not even in that row,
+    whose NaN would reach every gradient through the loss's backward pass)."""
+    torch.manual_seed(0)
+    model = BertForPreTraining(BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=2,
+                                          n_head=2, d_model=32, dropout=0.0))
+    ids, segments, mask = batch()
+    padded = torch.cat([ids, torch.zeros_like(ids[:1])])
+    padded_mask = torch.cat([mask, torch.zeros_like(mask[:1])])
+    hidden, pooled = model.bert(padded, torch.cat([segments, segments[:1]]), padded_mask)
+    expected, _ = model.bert(ids, segments, mask)
+    assert torch.isfinite(hidden).all() and torch.isfinite(pooled).all()
+    real = mask.bool()
+    torch.testing.assert_close(hidden[:2][real], expected[real], atol=1e-5, rtol=0)
+    weights = model.bert.attention_weights(padded, attention_mask=padded_mask)
+    assert all(torch.isfinite(w).all() for w in weights)

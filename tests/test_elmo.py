@@ -226,3 +226,14 @@ def test_exercise_checks_accept_right_answers_and_reject_wrong_ones():
     check_reverse_padded(reverse_padded)
     with pytest.raises(ExerciseFailed, match="padding"):
         check_reverse_padded(lambda x, lengths: x.flip(1))
+
+
+def test_one_word_sentences_are_a_clear_error_not_a_nan_loss(bilm):
+    """A one-word sentence has no neighbour to predict: a batch of them has no target at all."""
+    char_ids = CHARS.sentences([["alone"], ["single"]])
+    with pytest.raises(ValueError, match="at least 2 words for a language-model target"):
+        bilm.lm_losses(char_ids, torch.tensor([[3], [4]]))
+    # one longer sentence in the batch is enough
+    char_ids = CHARS.sentences([["alone"], ["two", "words"]])
+    losses = bilm.lm_losses(char_ids, torch.tensor([[3, 0], [4, 5]]))
+    assert all(torch.isfinite(loss) for loss in losses)

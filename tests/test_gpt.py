@@ -185,3 +185,79 @@ def test_filters_keep_exactly_the_expected_tokens():
     assert kept(top_p_logits(logits, 0.9)) == [0, 1, 2]
     assert kept(top_p_logits(logits.flip(-1), 0.8)) == [3, 4]  # order of the vocabulary kept
     assert torch.equal(top_p_logits(logits, 1.0), logits)
+
+
+def tiny_gpt(seed=0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=VOCAB, block_size=CONTEXT, n_layer=1, n_head=2, n_embd=16))
+
+
+def test_a_loss_with_no_target_is_a_clear_error_not_nan(pair):
+    _, ours = pair
+    empty = torch.zeros(2, 0, dtype=torch.long)  # T = 0
+    with pytest.raises(ValueError, match="targets are empty"):
+        ours(empty, targets=empty)
+    x = ids(time=6)
+    with pytest.raises(ValueError, match="no position has a target: every one .* is -100"):
+        ours(x, targets=torch.full_like(x, -100))
+
+
+@pytest.mark.parametrize("bad", [VOCAB, -1, -7])
+def test_targets_outside_the_vocabulary_are_a_clear_error(pair, bad):
+    x = ids(time=6)
+    targets = x.roll(-1, dims=1)
+    targets[0, -1] = -100  # ignored: fine
+    targets[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"must lie in \[0, {VOCAB}\) or be -100.*found {bad}"):
+        pair[1](x, targets=targets)
+    with pytest.raises(TypeError, match="torch.long"):
+        pair[1](x, targets=targets.int())
+
+
+def test_generate_from_an_empty_prompt_is_a_clear_error(pair):
+    with pytest.raises(ValueError, match="prompt is empty"):
+        pair[1].generate(torch.zeros(1, 0, dtype=torch.long), 3)
+
+
+def test_generate_restores_training_mode_even_when_it_fails():
+    model = tiny_gpt().train()
+    with pytest.raises(ValueError, match="top_k"):
+        model.generate(ids(batch=1, time=3), 2, top_k=0)  # fails inside the sampling loop
+    assert model.training
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        model.generate(torch.tensor([[1, VOCAB]]), 2)  # fails in the first forward pass
+    assert model.training
+    model.generate(ids(batch=1, time=3), 2)
+    assert model.training
+    model.eval().generate(ids(batch=1, time=3), 2)
+    assert not model.training
+
+
+def test_classifier_refuses_left_padding():
+    from ctxlib.batches import pad_batch
+    from ctxlib.gpt import GPTForClassification
+
+    classifier = GPTForClassification(tiny_gpt(), n_classes=2).eval()
+    x, mask = pad_batch([[5, 6], [5, 6, 7, 8]], side="left")  # mask [[0, 0, 1, 1], [1, 1, 1, 1]]
+    with pytest.raises(ValueError, match=r"pad on the right \(pad_batch\(\.\.\., side='right'\)\)"):
+        classifier(x, mask)
+    with pytest.raises(ValueError, match="pad on the right"):
+        classifier(x, torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1]]))  # a hole in the middle
+    x, mask = pad_batch([[5, 6], [5, 6, 7, 8]], side="right")
+    assert classifier(x, mask)[0].shape == (2, 2)
+
+
+def test_classifier_loss_checks_its_labels_and_targets():
+    from ctxlib.gpt import GPTForClassification
+
+    classifier = GPTForClassification(tiny_gpt(), n_classes=2).eval()
+    x, mask = ids(batch=2, time=5), torch.ones(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 2\)"):
+        classifier.loss(x, mask, torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="every one of the 2 class labels is -100"):
+        classifier.loss(x, mask, torch.tensor([-100, -100]))
+    # one real token per sequence: the auxiliary language-model loss has no target at all
+    single = torch.tensor([[1, 0, 0, 0, 0]] * 2)
+    with pytest.raises(ValueError, match="single real token.*lm_weight=0"):
+        classifier.loss(x, single, torch.tensor([0, 1]))
+    assert torch.isfinite(classifier.loss(x, single, torch.tensor([0, 1]), lm_weight=0))

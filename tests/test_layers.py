@@ -118,3 +118,27 @@ def test_bad_input_is_a_clear_error(x):
         mha(x, torch.ones(B, T + 1))
     with pytest.raises(ValueError, match="unknown activation"):
         TransformerBlock(C, H, activation="swish")
+
+
+def test_an_all_padding_row_gives_finite_outputs_and_gradients(x):
+    """No query of an all-padding row has a key to attend to. The fused kernel and the
+    hand-written path must agree, give no NaN (neither forward nor backward), and leave the
+    other rows exactly as they are without that row."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(C, H, causal=False).eval()
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1] = 0  # the second row is padding only
+    x = x.clone().requires_grad_()
+    fused = mha(x, mask)
+    by_hand, weights = mha(x, mask, return_weights=True)
+    assert torch.isfinite(fused).all() and torch.isfinite(weights).all()
+    torch.testing.assert_close(by_hand, fused, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fused[:1], mha(x[:1], mask[:1]), atol=1e-6, rtol=0)
+    fused.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in mha.parameters())
+    causal = MultiHeadAttention(C, H, causal=True).eval()
+    left_padded = torch.ones(B, T, dtype=torch.long)
+    left_padded[1, :3] = 0  # causal + left padding: the first queries of row 1 see no key
+    assert torch.isfinite(causal(x, left_padded)).all()
+    assert torch.isfinite(causal(x, left_padded, return_weights=True)[1]).all()

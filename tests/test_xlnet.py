@@ -285,3 +285,16 @@ def test_exercise_checks_accept_right_answers_and_reject_wrong_ones():
     check_relative_shift(shift)
     with pytest.raises(ExerciseFailed, match="column"):
         check_relative_shift(lambda scores, K: scores[..., :K])
+
+
+def test_lm_loss_checks_its_labels():
+    """Every label ignored would make the loss a mean over nothing (NaN); a label outside the
+    vocabulary would fail deep inside the loss."""
+    _, model, ids = pair(seed=2)
+    perm_mask, target_mapping, labels = permutation_batch(ids, 3, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="every one of the 6 labels is -100"):
+        model(ids, perm_mask=perm_mask, target_mapping=target_mapping,
+              labels=torch.full_like(labels, IGNORE_INDEX))
+    labels[1, 2] = VOCAB
+    with pytest.raises(ValueError, match=rf"labels must lie in \[0, {VOCAB}\) or be -100"):
+        model(ids, perm_mask=perm_mask, target_mapping=target_mapping, labels=labels)

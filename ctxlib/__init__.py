@@ -24,6 +24,7 @@ from ctxlib.runtime import (
     Settings,
     budget,
     checkpoint_path,
+    checkpoints_on_drive,
     current_budget,
     describe_device,
     get_device,
@@ -33,17 +34,22 @@ from ctxlib.runtime import (
     take,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# The repository that Colab installs ctxlib from (set in one place).
+# The repository that Colab installs ctxlib from, and the release of it that these notebooks
+# were written for (a tag made when the course is published), set in one place: a notebook
+# never picks up whatever happens to be on the default branch.
 REPO_URL = "https://github.com/ctxlib-course/contextual-representations"
+INSTALL_REF = f"v{__version__}"
 
 __all__ = [
     "BUDGETS",
+    "INSTALL_REF",
     "REPO_URL",
     "Settings",
     "budget",
     "checkpoint_path",
+    "checkpoints_on_drive",
     "checks",
     "current_budget",
     "data",

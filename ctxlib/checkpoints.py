@@ -27,6 +27,7 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,9 @@ class CheckpointStore:
         except Exception as error:  # a cut or corrupted file fails in many different ways
             raise DamagedCheckpoint(f"{path} cannot be read ({type(error).__name__}: "
                                     f"{str(error)[:120]})") from error
+        if isinstance(blob, dict) and "format" not in blob and "step" in blob:
+            # Written by ctxlib 0.1, without identity or checksum: another run, kept aside.
+            return {"format": 1, "identity": {"written by": "ctxlib 0.1"}, "state": blob}
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             raise DamagedCheckpoint(f"{path} is not a checkpoint of this version of ctxlib")
         if checksum(blob["state"]) != blob["sha256"]:
@@ -236,7 +240,8 @@ class CheckpointStore:
         if problems:
             raise CheckpointError(
                 f"no usable checkpoint: {'; '.join(problems)}. To start over, delete "
-                f"{self.latest} (and {self.previous}), or pass resume=False to train()."
+                f"{self.latest} (and {self.previous}); train() also starts over with "
+                "resume=False."
             )
         return None
 
@@ -260,3 +265,34 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # it exists, it is someone else's
         return True
     return True
+
+
+# --- Resuming ------------------------------------------------------------------------------------
+
+
+def find_run(store: CheckpointStore, identity: dict[str, Any], resume: bool = True,
+             say: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """The verified checkpoint to resume from, or None for a new run. Keeps other runs.
+
+    A checkpoint of another identity is moved aside (kept, with a line saying which settings
+    differ); an archived run of exactly ``identity`` is brought back and resumed.
+    ``resume=False`` deletes this path's checkpoints instead (an explicit fresh start).
+    """
+    for temporary in store.clean_temporaries():
+        say(f"Removed {temporary}, left over from an interrupted save.")
+    if not resume:
+        store.remove()
+        return None
+    blob = store.read_usable()
+    ours = run_id(identity)
+    if blob is not None and blob["identity"] != identity:
+        kept = store.archive(run_id(blob["identity"]))
+        changed = differences(blob["identity"], identity)
+        say(f"The settings differ from those of the run in {store.latest} "
+            f"({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}). Starting a new "
+            f"run; the old one is kept as {kept.name} (put the settings back to resume it).")
+        blob = None
+    if blob is None and store.restore(ours):
+        say("Found an earlier run with exactly these settings: resuming it.")
+        blob = store.read_usable()
+    return blob

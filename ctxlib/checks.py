@@ -71,19 +71,23 @@ def check_pick_steps(pick_steps) -> None:
     _passed()
 
 
-def check_resumed_history(history, expected_steps: int) -> None:
-    """Exercise 0.3: the history of a run extended to ``expected_steps`` steps."""
-    steps = history.to_dict()["steps"] if hasattr(history, "to_dict") else None
-    if not steps:
-        _fail("keep what train(...) returns: its History records every step.")
-    if _target_skipped():
-        return
-    if steps[-1] != expected_steps:
-        _fail(f"the run ended at step {steps[-1]}, not {expected_steps}: pass a config with "
-              "steps=2 * steps and the same checkpoint_path.")
-    if steps[0] != 1:
-        _fail("the history should start at step 1: resume from the checkpoint, not from scratch.")
-    _passed("the history runs on without a gap.")
+def check_will_resume(will_resume) -> None:
+    """Exercise 0.3: for each TrainConfig field, does changing it alone resume the old run?"""
+    from ctxlib.train import TrainConfig
+
+    asked = ("lr", "steps", "seed", "grad_clip", "progress", "eval_every", "checkpoint_every")
+    if not isinstance(will_resume, dict):
+        _fail("will_resume should be a dict from field name to True (resumes) or False.")
+    missing = [name for name in asked if name not in will_resume]
+    if missing:
+        _fail(f"will_resume has no answer for {', '.join(missing)}.")
+    wrong = [name for name in asked
+             if bool(will_resume[name]) != (name in TrainConfig.BOOKKEEPING)]
+    if wrong:
+        _fail(f"{len(wrong)} of {len(asked)} answers are off ({', '.join(wrong)}). Ask of each "
+              "field: does it change what is computed (the weights), or only how the run is "
+              "watched and stored?")
+    _passed("only the fields that change what is computed start a new run.")
 
 
 def check_gpu_speedup(speedup, target: float = 10) -> None:

@@ -333,7 +333,8 @@ def fetch(name: str, split: str | None = None) -> Path:
 def describe() -> str:
     """A table of every data file and where it is: local, cached, or to be downloaded.
 
-    Nothing is downloaded or hashed here.
+    Nothing is downloaded or hashed here. Local copies are shown relative to their
+    ``CTXLIB_DATA`` directory, so the table reads the same on every machine.
     """
     rows = [f"{'data set':<16}{'split':<7}{'size':>9}  where"]
     for name, splits in DATASETS.items():
@@ -341,7 +342,8 @@ def describe() -> str:
             where = "download on first use"
             for path, _ in _local_candidates(file):
                 if path.is_file():
-                    where = "cache" if path.parent == cache_dir() else f"local ({path.parent})"
+                    where = "cache" if path.parent == cache_dir() else (
+                        f"local (<CTXLIB_DATA>/{file.stored_path.split('/')[0]})")
                     break
             rows.append(f"{name:<16}{split:<7}{file.size / 1e6:>7.1f}MB  {where}")
     return "\n".join(rows)

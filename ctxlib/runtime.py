@@ -156,12 +156,40 @@ def checkpoint_path(name: str) -> str:
 
     ``checkpoints/<budget>/<name>.pt`` under ``CTXLIB_CHECKPOINTS`` (default: the current
     directory). A budget of its own means that a quick smoke run never resumes into a cpu run.
-    In Colab, point ``CTXLIB_CHECKPOINTS`` at Google Drive so checkpoints outlive the session.
+    In Colab, :func:`checkpoints_on_drive` points it at Google Drive, so checkpoints outlive a
+    runtime reset.
     """
     root = Path(os.environ.get("CTXLIB_CHECKPOINTS") or ".")
     path = root / "checkpoints" / current_budget()[0] / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+DRIVE = Path("/content/drive")  # where Colab mounts Google Drive
+
+
+def checkpoints_on_drive(folder: str = "ctxlib") -> Path:
+    """In Colab, keep checkpoints on Google Drive, so that they survive a runtime reset.
+
+    Mounts Drive (Colab asks for permission once) and points ``CTXLIB_CHECKPOINTS`` at
+    ``MyDrive/<folder>``: every ``checkpoint_path`` from then on lies there, and a rerun after
+    a reset resumes from it. Elsewhere it changes nothing and says where checkpoints go.
+    Returns the directory that holds the ``checkpoints/`` folder.
+    """
+    if not in_colab():
+        root = Path(os.environ.get("CTXLIB_CHECKPOINTS") or ".")
+        where = root / "checkpoints"
+        shown = where if where.is_absolute() else f"./{where}"
+        print(f"Not in Colab: checkpoints stay in {shown}, on this machine.")
+        return root
+    from google.colab import drive
+
+    drive.mount(str(DRIVE))
+    root = DRIVE / "MyDrive" / folder
+    root.mkdir(parents=True, exist_ok=True)
+    os.environ["CTXLIB_CHECKPOINTS"] = str(root)
+    print(f"Checkpoints now go to Google Drive: {root / 'checkpoints'}.")
+    return root
 
 
 def max_steps_override() -> int | None:

@@ -3,13 +3,19 @@
 One vector per word *type*, learned by predicting the words that occur near each word. It is
 the baseline every later chapter improves on: whatever the sentence, "bank" gets one vector.
 
-    vocab, model, losses = train_skipgram(ctxlib.data.load_wikitext2("train"), dim=100)
+    text = ctxlib.data.load_wikitext2("train")
+    vocab, model, losses = train_skipgram(text, SkipGramConfig(dim=100))
     nearest_neighbors(model.vectors(), vocab, "bank")
+
+Given a ``checkpoint_path``, training can be stopped (or lose its runtime) and resumed by the
+same call, with exactly the vectors an uninterrupted run would have given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 
@@ -17,8 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxlib.checkpoints import CheckpointStore, find_run, plain
 from ctxlib.runtime import progress
-from ctxlib.train import max_steps_override
+from ctxlib.train import InterruptsDeferred, max_steps_override
 
 
 class Vocab:
@@ -132,12 +139,21 @@ class SkipGramConfig:
     seed: int = 0
 
 
-def train_skipgram(text: str, config: SkipGramConfig | None = None,
-                   progress_bar: bool = True) -> tuple[Vocab, SkipGram, list[float]]:
-    """Train skip-gram vectors on whitespace-tokenized ``text``. Returns vocab, model, losses."""
+def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar: bool = True,
+                   *, checkpoint_path: str | None = None,
+                   checkpoint_every: int = 200) -> tuple[Vocab, SkipGram, list[float]]:
+    """Train skip-gram vectors on whitespace-tokenized ``text``. Returns vocab, model, losses.
+
+    The model's tables are (V, D), V = len(vocab), D = config.dim; ``losses`` has one value per
+    batch. With ``checkpoint_path``, a checkpoint is written every ``checkpoint_every`` batches,
+    at the end of each epoch, and when the stop button interrupts training. Running the same
+    call again resumes it exactly: the same vectors and losses as an uninterrupted run (a
+    finished run returns at once). Another config or another text never resumes the old run:
+    it starts a new one and keeps the old checkpoint aside (see :mod:`ctxlib.checkpoints`).
+    """
     config = config or SkipGramConfig()
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # every draw of training uses it
+    torch.manual_seed(config.seed)  # only the model's initial weights draw from the global RNG
     vocab = Vocab.from_text(text, config.min_count)
     if len(vocab) < 2:
         raise ValueError("the text has fewer than two words above min_count; lower min_count.")
@@ -145,25 +161,78 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None,
     noise = vocab.counts**0.75  # the unigram distribution raised to 3/4 (Mikolov et al.)
     model = SkipGram(len(vocab), config.dim)
     optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
-    losses = []
-    for epoch in range(config.epochs):
-        kept = subsample(ids, vocab.counts, config.subsample_threshold, generator)
-        centers, contexts = skipgram_pairs(ids[kept], lines[kept], config.window, generator)
-        order = torch.randperm(len(centers), generator=generator)
-        batches = range(0, len(order), config.batch_size)
-        cap = max_steps_override()  # tests run the full-size configuration for a step or so
-        if cap is not None:
-            batches = batches[:cap]
-        for start in progress(batches, desc=f"skip-gram epoch {epoch + 1}",
-                              disable=not progress_bar):
-            batch = order[start : start + config.batch_size]
-            negatives = torch.multinomial(noise, len(batch) * config.negatives, replacement=True,
-                                          generator=generator).view(len(batch), -1)
-            loss = model(centers[batch], contexts[batch], negatives)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+    cap = max_steps_override()  # tests run the full-size configuration for a step or so
+
+    # Where training stands: `position` batches of epoch `epoch` are done. Each epoch's pairs and
+    # order are drawn from `generator` in the state `epoch_start`; `boundary` is its state after
+    # the last completed batch (negatives are drawn per batch). Together they let a resumed run
+    # redraw the same pairs, then draw the same negatives from the same batch on.
+    epoch, position, losses = 0, 0, []
+    epoch_start = boundary = generator.get_state()
+
+    store = CheckpointStore(checkpoint_path) if checkpoint_path else None
+    if store is not None:
+        identity = {"config": plain(dataclasses.asdict(config)),
+                    "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                    "max_batches_per_epoch": cap}  # a capped test run is not the real run
+        blob = find_run(store, identity)
+        if blob is not None:
+            state = blob["state"]
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            epoch, position = state["epoch"], state["position"]
+            losses = state["losses"].tolist()
+            epoch_start, boundary = state["epoch_start"], state["boundary"]
+            generator.set_state(epoch_start)
+            if epoch >= config.epochs:
+                print(f"The run in {store.latest} is finished: returning its vectors.")
+                return vocab, model, losses
+            print(f"Resuming from epoch {epoch + 1}, batch {position + 1} ({store.latest}).")
+
+    def save() -> None:
+        if store is not None:
+            store.save(identity, {"model": model.state_dict(),
+                                  "optimizer": optimizer.state_dict(),
+                                  "epoch": epoch, "position": position,
+                                  "losses": torch.tensor(losses, dtype=torch.float64),
+                                  "epoch_start": epoch_start, "boundary": boundary})
+
+    try:
+        while epoch < config.epochs:
+            kept = subsample(ids, vocab.counts, config.subsample_threshold, generator)
+            centers, contexts = skipgram_pairs(ids[kept], lines[kept], config.window, generator)
+            order = torch.randperm(len(centers), generator=generator)
+            starts = range(0, len(order), config.batch_size)
+            if cap is not None:
+                starts = starts[:cap]
+            if position > 0:  # resuming mid-epoch: the negatives go on from the last batch
+                generator.set_state(boundary)
+            for index in progress(range(position, len(starts)), initial=position,
+                                  total=len(starts), desc=f"skip-gram epoch {epoch + 1}",
+                                  disable=not progress_bar):
+                batch = order[starts[index] : starts[index] + config.batch_size]
+                negatives = torch.multinomial(noise, len(batch) * config.negatives,
+                                              replacement=True,
+                                              generator=generator).view(len(batch), -1)
+                loss = model(centers[batch], contexts[batch], negatives)
+                optimizer.zero_grad()
+                loss.backward()
+                with InterruptsDeferred():  # the update and its bookkeeping happen together
+                    optimizer.step()
+                    losses.append(loss.item())
+                    position, boundary = index + 1, generator.get_state()
+                epoch_done = position == len(starts)  # then the epoch's checkpoint comes below
+                if checkpoint_every > 0 and position % checkpoint_every == 0 and not epoch_done:
+                    save()
+            epoch, position = epoch + 1, 0
+            epoch_start = boundary = generator.get_state()
+            save()
+    except KeyboardInterrupt:
+        if store is not None:
+            save()  # the weights, losses and `boundary` all belong to the last completed batch
+            print(f"Interrupted: saved epoch {epoch + 1}, batch {position} to {store.latest}; "
+                  "run the same call to resume.")
+        raise
     return vocab, model, losses
 
 

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctxlib.checkpoints import CheckpointStore, differences, model_fingerprint, plain, run_id
+from ctxlib.checkpoints import CheckpointStore, find_run, model_fingerprint, plain, run_id
 from ctxlib.runtime import current_budget, get_device, max_steps_override, progress
 
 MAX_SKIPPED_IN_A_ROW = 5  # this many non-finite gradient steps in a row stop the run
@@ -213,7 +213,7 @@ def train(
 
     store = CheckpointStore(config.checkpoint_path) if config.checkpoint_path else None
     if store is not None:
-        blob = _find_run(store, identity, resume, say) if is_main else None
+        blob = find_run(store, identity, resume, say) if is_main else None
         blob = _share(blob, rank, world_size)
         if blob is not None:
             step, history = _restore(blob["state"], model, optimizer, scaler, data_generator, rank)
@@ -284,7 +284,7 @@ def train(
             scaler.unscale_(optimizer)
             grad_norm = _gradient_norm(model, config.grad_clip)
             finite = bool(torch.isfinite(grad_norm))
-            with _InterruptsDeferred():  # the update and its bookkeeping happen together or not
+            with InterruptsDeferred():  # the update and its bookkeeping happen together or not
                 if finite or scaler.is_enabled():  # fp16 loss scaling skips inf steps itself
                     scaler.step(optimizer)
                     scaler.update()
@@ -327,28 +327,6 @@ def train(
 # --- Resuming ------------------------------------------------------------------------------------
 
 
-def _find_run(store: CheckpointStore, identity: dict, resume: bool, say) -> dict | None:
-    """The checkpoint to resume from (verified), or None for a new run. Keeps other runs."""
-    for temporary in store.clean_temporaries():
-        say(f"Removed {temporary}, left over from an interrupted save.")
-    if not resume:
-        store.remove()
-        return None
-    blob = store.read_usable()
-    ours = run_id(identity)
-    if blob is not None and blob["identity"] != identity:
-        kept = store.archive(run_id(blob["identity"]))
-        changed = differences(blob["identity"], identity)
-        say(f"The settings differ from those of the run in {store.latest} "
-            f"({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}). Starting a new "
-            f"run; the old one is kept as {kept.name} (put the settings back to resume it).")
-        blob = None
-    if blob is None and store.restore(ours):
-        say("Found an earlier run with exactly these settings: resuming it.")
-        blob = store.read_usable()
-    return blob
-
-
 def _restore(state: dict, model, optimizer, scaler, data_generator, rank: int):
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -382,7 +360,7 @@ def _set_random_state(state: dict[str, Any], data_generator: torch.Generator) ->
                          numpy["has_gauss"], numpy["cached"]))
 
 
-class _InterruptsDeferred:
+class InterruptsDeferred:
     """Hold back the stop button (SIGINT) until the block is done, then raise it.
 
     The optimizer step, the step counter, the history and the saved random state must move

@@ -20,21 +20,28 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ctxlib import REPO_URL
+from ctxlib import INSTALL_REF, REPO_URL
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUDENT_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
 def colab_setup_source() -> str:
-    """Source of the first code cell of every notebook. The repository URL lives in ctxlib only."""
+    """Source of the first code cell of every notebook.
+
+    It installs the release of ctxlib the notebooks were written for (``INSTALL_REF``; the
+    repository and the release are set in ctxlib only), and shows the one line that keeps
+    checkpoints on Google Drive across Colab runtime resets.
+    """
     return (
-        "# In Colab, install ctxlib (the course's helper library) from the course repository.\n"
-        "# On your own machine `make setup` has installed it already and this cell does nothing.\n"
+        "# In Colab, install ctxlib (the course's helper library), the release these notebooks\n"
+        "# were written for. On your own machine `make setup` has installed it: nothing happens.\n"
         "import importlib.util, subprocess, sys\n"
         'if importlib.util.find_spec("ctxlib") is None:\n'
-        f'    REPO_URL = "{REPO_URL}"\n'
-        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{REPO_URL}"], check=True)'
+        f'    url = "git+{REPO_URL}@{INSTALL_REF}"\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", url], check=True)\n'
+        "# Colab: uncomment to keep checkpoints on Google Drive (they survive a runtime reset).\n"
+        "# import ctxlib; ctxlib.checkpoints_on_drive()"
     )
 
 

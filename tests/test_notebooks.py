@@ -86,3 +86,36 @@ def test_strip_solution_keeps_indentation_and_surroundings():
 def test_strip_solution_rejects_unbalanced_markers():
     with pytest.raises(ValueError, match="unbalanced"):
         strip_solution("### BEGIN SOLUTION\nx = 1\n")
+
+
+def test_colab_installs_the_pinned_release_of_this_version():
+    import tomllib
+
+    import ctxlib
+
+    source = colab_setup_source()
+    assert f"@{ctxlib.INSTALL_REF}" in source and "checkpoints_on_drive()" in source
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["version"] == ctxlib.__version__ and ctxlib.INSTALL_REF.endswith(
+        ctxlib.__version__)
+
+
+def test_everything_a_notebook_imports_is_declared():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {dep.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                for dep in project["dependencies"]}
+    standard = set(sys.stdlib_module_names)
+    imported = set()
+    for path in NOTEBOOKS:
+        for cell in code_cells(read(path)):
+            lines = [ln for ln in cell.source.splitlines()
+                     if not ln.lstrip().startswith(("%", "!"))]
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - standard - {"ctxlib", "google"}  # google.colab: Colab's own
+    assert third_party <= declared, f"imported but not declared: {third_party - declared}"

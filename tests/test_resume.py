@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ctxlib.checkpoints import CheckpointError, CheckpointStore, checksum
-from ctxlib.train import _InterruptsDeferred, load_weights, precision_plan, train
+from ctxlib.train import InterruptsDeferred, load_weights, precision_plan, train
 from tests.test_train import CONFIG, Crash, batches, crashing, fresh_model, loss_fn
 
 
@@ -189,7 +189,7 @@ def test_the_stop_button_mid_step_resumes_exactly(tmp_path, capsys, where):
 
 def test_an_interrupt_during_the_update_waits_for_the_step_boundary():
     done = []
-    with pytest.raises(KeyboardInterrupt), _InterruptsDeferred():
+    with pytest.raises(KeyboardInterrupt), InterruptsDeferred():
         os.kill(os.getpid(), signal.SIGINT)  # the stop button, in the middle of the update
         done.append("the rest of the update")
     assert done == ["the rest of the update"]
@@ -385,3 +385,14 @@ def test_two_processes_train_like_one_with_twice_the_batch_and_resume_after_a_ki
     resumed = torch.load(tmp_path / "k.pt", weights_only=True)
     for name, tensor in parallel.items():
         assert torch.equal(resumed[name], tensor), name
+
+
+def test_a_checkpoint_of_the_earlier_format_is_kept_aside_not_resumed(tmp_path, capsys):
+    path = tmp_path / "run.pt"
+    torch.save({"step": 4, "model": fresh_model().state_dict()}, path)  # no identity, no checksum
+    model = fresh_model()
+    history = train(model, batches, loss_fn, dataclasses.replace(CONFIG, checkpoint_path=str(path)),
+                    device="cpu")
+    assert history.steps[0] == 1 and "Starting a new run" in capsys.readouterr().out
+    assert weights_equal(model, reference_run()[0])
+    assert len([p for p in tmp_path.glob("run.run-*.pt") if ".prev" not in p.name]) == 1

@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -97,3 +98,32 @@ def test_budgets_with_different_keys_are_an_error_naming_them(monkeypatch):
     # Non-dict budgets, and dicts with the same keys, are fine.
     assert ctxlib.budget(smoke=1, cpu={"a": 1}, gpu=None, verbose=False) == 1
     assert ctxlib.budget(smoke={"a": 1}, cpu={"a": 2}, gpu={"a": 3}, verbose=False).a == 1
+
+
+def test_checkpoints_on_drive_mounts_drive_in_colab_and_points_checkpoints_there(
+        monkeypatch, tmp_path, capsys):
+    import sys
+    import types
+
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(ctxlib.runtime, "DRIVE", tmp_path / "drive")
+    monkeypatch.delenv("CTXLIB_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("CTXLIB_BUDGET", "cpu")
+
+    root = ctxlib.checkpoints_on_drive()
+    assert mounted == [str(tmp_path / "drive")]
+    assert root == tmp_path / "drive" / "MyDrive" / "ctxlib" and root.is_dir()
+    assert ctxlib.checkpoint_path("gpt").startswith(str(root / "checkpoints" / "cpu"))
+    assert "Google Drive" in capsys.readouterr().out
+
+
+def test_checkpoints_on_drive_changes_nothing_outside_colab(monkeypatch, capsys):
+    monkeypatch.delenv("CTXLIB_CHECKPOINTS", raising=False)
+    monkeypatch.setattr(ctxlib.runtime, "in_colab", lambda: False)
+    ctxlib.checkpoints_on_drive()
+    assert "CTXLIB_CHECKPOINTS" not in os.environ
+    assert "Not in Colab: checkpoints stay in ./checkpoints" in capsys.readouterr().out

@@ -1,11 +1,13 @@
 """Skip-gram with negative sampling: the loss, the pairs, the noise distribution, training."""
 
+import dataclasses
 from collections import Counter
 
 import pytest
 import torch
 
-from ctxlib import data
+from ctxlib import data, static
+from ctxlib.checkpoints import CheckpointStore, run_id
 from ctxlib.static import (
     SkipGramConfig,
     Vocab,
@@ -78,3 +80,114 @@ def test_short_training_on_real_text_learns_something(shared_data):
     within = (vectors[years] @ vectors[years].T).mean()
     across = (vectors[years] @ vectors[words].T).mean()
     assert within > across
+
+
+# --- Checkpoints and resuming --------------------------------------------------------------------
+
+# Two epochs of about 40 batches each on the small text below: well under a second per run.
+SMALL = SkipGramConfig(dim=8, window=2, negatives=3, epochs=2, batch_size=128, lr=0.01,
+                       min_count=1, subsample_threshold=1e-2)
+
+
+def small_text(lines: int = 300) -> str:
+    """A made-up corpus: 40 words with Zipf-like frequencies, 10 words a line."""
+    generator = torch.Generator().manual_seed(0)
+    weights = 1.0 / torch.arange(1, 41)
+    draws = torch.multinomial(weights, lines * 10, replacement=True, generator=generator)
+    return "\n".join(" ".join(f"w{i}" for i in row) for row in draws.view(lines, 10).tolist())
+
+
+def fail_after(monkeypatch, calls: int, error: type[BaseException]) -> None:
+    """Make the loss raise ``error`` on batch ``calls + 1``, as a crash or the stop button would."""
+    count = 0
+
+    def loss(*args):
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise error("simulated interruption")
+        return negative_sampling_loss(*args)
+
+    monkeypatch.setattr(static, "negative_sampling_loss", loss)
+
+
+def saved_state(path) -> dict:
+    return torch.load(path, weights_only=True)["state"]
+
+
+def test_a_run_that_crashes_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
+    text, path = small_text(), str(tmp_path / "skipgram.pt")
+    _, reference, reference_losses = train_skipgram(text, SMALL, progress_bar=False)
+    crash_at = len(reference_losses) - 7  # in the second epoch, between two checkpoints
+    fail_after(monkeypatch, crash_at, RuntimeError)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_skipgram(text, SMALL, progress_bar=False, checkpoint_path=path, checkpoint_every=5)
+    state = saved_state(path)
+    assert state["epoch"] == 1 and 0 < state["position"]  # the last checkpoint, mid-epoch
+    assert len(state["losses"]) < crash_at  # the batches after it are lost, and done again
+
+    monkeypatch.undo()
+    _, model, losses = train_skipgram(text, SMALL, progress_bar=False, checkpoint_path=path,
+                                      checkpoint_every=5)
+    assert torch.equal(model.vectors(), reference.vectors())
+    assert torch.equal(model.outputs.weight, reference.outputs.weight)
+    assert losses == reference_losses
+
+    # A finished run returns at once from its checkpoint: no batch is trained again.
+    fail_after(monkeypatch, 0, RuntimeError)
+    _, again, again_losses = train_skipgram(text, SMALL, progress_bar=False, checkpoint_path=path)
+    assert torch.equal(again.vectors(), reference.vectors()) and again_losses == reference_losses
+
+
+def test_the_stop_button_saves_the_last_batch_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    text, path = small_text(), str(tmp_path / "skipgram.pt")
+    _, reference, reference_losses = train_skipgram(text, SMALL, progress_bar=False)
+    stop_at = len(reference_losses) - 7
+    fail_after(monkeypatch, stop_at, KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_skipgram(text, SMALL, progress_bar=False, checkpoint_path=path,
+                       checkpoint_every=1000)
+    assert "Interrupted: saved epoch 2" in capsys.readouterr().out
+    assert len(saved_state(path)["losses"]) == stop_at  # nothing done is lost
+
+    monkeypatch.undo()
+    _, model, losses = train_skipgram(text, SMALL, progress_bar=False, checkpoint_path=path)
+    assert torch.equal(model.vectors(), reference.vectors())
+    assert losses == reference_losses
+
+
+@pytest.mark.parametrize("change", ["config", "text"])
+def test_other_settings_start_a_new_run_and_keep_the_old_one(tmp_path, capsys, change):
+    text, path = small_text(), tmp_path / "skipgram.pt"
+    old = dataclasses.replace(SMALL, epochs=1)
+    train_skipgram(text, old, progress_bar=False, checkpoint_path=str(path))
+    old_identity = torch.load(path, weights_only=True)["identity"]
+
+    new_text, new = (text, dataclasses.replace(old, lr=0.02)) if change == "config" else (
+        small_text(lines=301), old)
+    _, model, losses = train_skipgram(new_text, new, progress_bar=False, checkpoint_path=str(path))
+    out = capsys.readouterr().out
+    assert "settings differ" in out and ("lr: 0.01 -> 0.02" in out or change == "text")
+    # The new run did not start from the old weights: it matches a run without checkpoints.
+    _, fresh, fresh_losses = train_skipgram(new_text, new, progress_bar=False)
+    assert torch.equal(model.vectors(), fresh.vectors()) and losses == fresh_losses
+    archived = CheckpointStore(path).archived(run_id(old_identity))
+    assert torch.load(archived, weights_only=True)["identity"] == old_identity
+
+    # Putting the settings back finds the old (finished) run again.
+    train_skipgram(text, old, progress_bar=False, checkpoint_path=str(path))
+    assert "Found an earlier run with exactly these settings" in capsys.readouterr().out
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    path = tmp_path / "skipgram.pt"
+    config = dataclasses.replace(SMALL, epochs=1)
+    _, model, losses = train_skipgram(small_text(), config, progress_bar=False,
+                                      checkpoint_path=str(path), checkpoint_every=5)
+    blob = torch.load(path, weights_only=True)  # tensors, numbers, strings, lists, dicts only
+    assert blob["identity"]["config"]["dim"] == 8 and len(blob["identity"]["text_sha256"]) == 64
+    state = blob["state"]
+    assert state["epoch"] == 1 and state["position"] == 0
+    assert torch.equal(state["model"]["inputs.weight"], model.vectors())
+    assert state["losses"].tolist() == losses
+    assert (tmp_path / "skipgram.prev.pt").exists()  # the checkpoint before it is kept too

@@ -1,0 +1,48 @@
+"""scripts/pretrain.py runs a chapter's pretraining outside the notebook, with its sizes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from ctxlib.checkpoints import checksum
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from pretrain import GPT_BUDGETS
+
+
+def notebook_budgets(name: str) -> dict[str, dict]:
+    """The three budgets of a notebook's budget cell, read by running that cell."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "ctxlib.budget(" in c.source)
+    captured = {}
+    fake = type("FakeCtxlib", (), {"budget": staticmethod(lambda **b: captured.update(b))})
+    exec(cell.source.replace("import ctxlib\n", ""), {"ctxlib": fake})  # noqa: S102 - our own cell
+    return captured
+
+
+def test_the_script_pretrains_with_the_notebooks_sizes():
+    notebook = notebook_budgets("04_gpt")
+    for budget, script in GPT_BUDGETS.items():
+        ours = notebook[budget]
+        assert script["model"] == ours["wiki_model"] and script["train"] == ours["wiki_train"]
+        assert (script["batch"], script["bpe_vocab"], script["wiki_chars"]) == (
+            ours["wiki_batch"], ours["bpe_vocab"], ours["wiki_chars"])
+
+
+@pytest.mark.slow
+def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path):
+    env = {**os.environ, "CTXLIB_CHECKPOINTS": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), "gpt",
+                           "--budget", "smoke", "--steps", "3"], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "validation loss" in done.stdout
+    blob = torch.load(tmp_path / "checkpoints" / "smoke" / "wiki_gpt.pt", weights_only=True)
+    assert blob["state"]["step"] == 3 and blob["identity"]["processes"] == 1
+    assert checksum(blob["state"]) == blob["sha256"]

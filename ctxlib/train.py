@@ -230,7 +230,7 @@ def train(
     def save() -> None:
         if store is None:
             return
-        states = _gather(boundary, world_size)
+        states = _gather(_storable(boundary), world_size)
         if is_main:
             store.save(identity, {"step": step, "model": model.state_dict(),
                                   "optimizer": optimizer.state_dict(),
@@ -336,16 +336,23 @@ def _restore(state: dict, model, optimizer, scaler, data_generator, rank: int):
 
 
 def _random_state(data_generator: torch.Generator) -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    """Every generator's state, taken at each step boundary (cheap: converted only when saved)."""
     return {
         "data_generator": data_generator.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "python": [version, list(internal), gauss],
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
     }
+
+
+def _storable(state: dict[str, Any]) -> dict[str, Any]:
+    """A random state as types that ``weights_only`` loading accepts."""
+    version, internal, gauss = state["python"]
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    return {**state, "python": [version, list(internal), gauss],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
 
 
 def _set_random_state(state: dict[str, Any], data_generator: torch.Generator) -> None:

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The course data sets live beside the repository; in Colab ctxlib downloads them instead.
 export CTXLIB_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup book test notebooks clean
+.PHONY: setup browser book test notebooks clean
 
 # torch is pinned here (not in pyproject.toml) so that pip takes the local CPU wheel
 # instead of pulling several GB of CUDA packages.
@@ -24,7 +24,16 @@ book: setup
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Open _build/html/index.html"
 
-test: setup
+# The book's pages are checked in headless Chromium (Debian's chromium and chromium-driver).
+# Installed here when missing and possible; otherwise the browser test says why it skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null) || echo "Could not install chromium: the browser test will skip."; \
+	else echo "No chromium/chromedriver here: the browser test will skip (install them to run it)."; fi
+
+test: setup browser
 	CTXLIB_BUDGET=smoke $(BIN)/python -m pytest tests notebooks --nbval-lax --durations=15
 
 # Re-run every notebook under a real budget and store its outputs (what the book shows).

@@ -1,17 +1,74 @@
-"""Plots the chapters share: loss curves and attention heatmaps (matplotlib)."""
+"""Plots the chapters share: loss curves and attention heatmaps (matplotlib).
+
+Importing this module sets the course's figure defaults (:func:`use_course_style`): figures as
+wide as the book's page, fonts that stay legible at that width, and sharp images on high-DPI
+screens. :func:`panels` lays out several plots at most three to a row, within the page.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+PAGE_WIDTH = 7.0  # inches: the width of the book's text column at 96 dots per inch
+MAX_COLUMNS = 3  # panels in a row; more would shrink their labels below legibility
+
+
+def use_course_style() -> None:
+    """Figure defaults for every chapter: page-wide, legible fonts, high-DPI inline images."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update({
+        "figure.figsize": (PAGE_WIDTH * 0.8, 3.4),
+        "figure.dpi": 96,
+        "savefig.dpi": 192,
+        "font.size": 10,
+        "axes.titlesize": 10,
+        "axes.labelsize": 10,
+        "xtick.labelsize": 9,
+        "ytick.labelsize": 9,
+        "legend.fontsize": 9,
+        "legend.framealpha": 0.85,
+    })
+    try:  # inside Jupyter: twice the pixels, shown at the same size (sharp on high-DPI screens)
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("retina")
+    except ImportError:
+        pass
+
+
+def panels(n: int, columns: int | None = None, height: float = 3.0):
+    """A figure of ``n`` panels that fits the page: at most three to a row (four: two rows
+    of two). Returns ``(fig, axes)``, with ``axes`` a flat list of ``n`` Axes."""
+    import matplotlib.pyplot as plt
+
+    if columns is None:
+        columns = 2 if n == 4 else min(n, MAX_COLUMNS)
+    columns = min(columns, MAX_COLUMNS, n)
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(PAGE_WIDTH, height * rows), squeeze=False,
+                             layout="constrained")
+    axes = list(axes.flat)
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes[:n]
+
 
 def _axes(ax, figsize=(6, 3.5)):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
+        width, height = figsize
+        scale = min(1.0, PAGE_WIDTH / width)  # never wider than the page
+        _, ax = plt.subplots(figsize=(width * scale, height * scale))
     return ax
+
+
+use_course_style()
 
 
 def _smooth(values: list[float], weight: float) -> np.ndarray:
@@ -81,26 +138,25 @@ def plot_attention(weights, x_tokens: list[str], y_tokens: list[str] | None = No
     return ax
 
 
-def plot_attention_heads(weights, tokens: list[str], title: str | None = None, columns: int = 4):
-    """One heatmap per head, weights (H, T, T). Returns the Figure."""
-    import matplotlib.pyplot as plt
-
+def plot_attention_heads(weights, tokens: list[str], title: str | None = None,
+                         columns: int = MAX_COLUMNS):
+    """One heatmap per head, weights (H, T, T), at most three to a row. Returns the Figure."""
     weights = _as_array(weights)
     if weights.ndim != 3:
         raise ValueError(f"expected weights of shape (heads, T, T), got {weights.shape}.")
     heads = weights.shape[0]
-    columns = min(columns, heads)
-    rows = -(-heads // columns)
-    size = 0.25 * len(tokens) + 1.5
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows), squeeze=False)
-    for h, ax in enumerate(axes.flat):
-        if h < heads:
-            plot_attention(weights[h], tokens, ax=ax, title=f"head {h}", colorbar=False)
-        else:
-            ax.axis("off")
+    columns = min(columns, MAX_COLUMNS, heads)
+    fig, axes = panels(heads, columns=columns, height=PAGE_WIDTH / columns + 0.4)
+    fontsize = max(5, min(9, 200 / (len(tokens) * columns)))  # the tokens must fit the panel
+    for h, ax in enumerate(axes):
+        plot_attention(weights[h], tokens, ax=ax, title=f"head {h}", colorbar=False)
+        ax.tick_params(labelsize=fontsize)
+        if h % columns:
+            ax.set_ylabel("")
+        if h < heads - columns:
+            ax.set_xlabel("")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
@@ -139,7 +195,8 @@ def plot_stream_masks(perm_mask, order, tokens: list[str] | None = None, axes=No
     step = {int(p): k for k, p in enumerate(_as_array(order))}
     rows = [f"{tokens[t]} ({step[t] + 1})" for t in range(T)]
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(2 * (0.45 * T + 2), 0.45 * T + 1.2))
+        width = min(PAGE_WIDTH, 2 * (0.45 * T + 2))
+        _, axes = plt.subplots(1, 2, figsize=(width, width / 2 + 0.6), layout="constrained")
     for ax, blocked, name in ((axes[0], content_blocked, "content stream h"),
                               (axes[1], query_blocked, "query stream g")):
         ax.imshow(_as_array(~blocked[0]), cmap="Blues", vmin=0, vmax=1.3)

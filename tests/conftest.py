@@ -1,6 +1,8 @@
 """Fixtures shared by the library's tests."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,17 @@ def shared_data() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip("the course data directory (../shared/data) is not present")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The HTML book, built once per test session offline with warnings as errors."""
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    if not jupyter_book.exists():
+        pytest.skip("jupyter-book is not installed")
+    out = tmp_path_factory.mktemp("book")
+    result = subprocess.run(
+        [str(jupyter_book), "build", str(ROOT), "--path-output", str(out), "--warningiserror",
+         "--quiet"], capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return out / "_build" / "html"

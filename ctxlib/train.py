@@ -184,6 +184,7 @@ def train(
     identity: changing it starts a new run instead of resuming the old one.
     ``resume=False`` deletes this path's checkpoints and starts over.
     """
+    asked_steps = config.steps
     config = _capped(config)
     rank, world_size = _distributed()
     if device is None:
@@ -205,7 +206,8 @@ def train(
                           if k not in TrainConfig.BOOKKEEPING},
                 "model": model_fingerprint(model), "settings": plain(settings or {}),
                 "processes": world_size}
-    history = History(run={"id": run_id(identity), "budget": budget, "device": str(device),
+    history = History(run={"id": run_id(identity), "budget": budget, "device": _describe(device),
+                           "capped_by": config.steps if config.steps < asked_steps else None,
                            "processes": world_size, "precision": plan.reason,
                            "config": plain(dataclasses.asdict(config)),
                            "settings": plain(settings or {})})
@@ -307,7 +309,8 @@ def train(
                 evaluate()
                 bar.set_postfix(loss=f"{smoothed:.3f}", **_short(history.last_eval()),
                                 refresh=False)
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and (
+                    step < config.steps):  # the last step's checkpoint follows its evaluation
                 save()
     except KeyboardInterrupt:
         bar.close()
@@ -498,6 +501,13 @@ def _capped(config: TrainConfig) -> TrainConfig:
     print(f"CTXLIB_MAX_STEPS={cap}: training stops after {cap} of {config.steps} steps "
           "(a test of the code path, not a real run).")
     return dataclasses.replace(config, steps=cap, warmup_steps=min(config.warmup_steps, cap))
+
+
+def _describe(device: torch.device) -> str:
+    """The device by name: 'cpu', or e.g. 'cuda (NVIDIA L4)', as a run's record shows it."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
 
 
 def _short(results: dict[str, float]) -> dict[str, str]:

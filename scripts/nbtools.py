@@ -2,6 +2,8 @@
 
 - ``colab_setup_source()``: the first code cell of every notebook (installs ctxlib in Colab).
 - ``student_version(nb)``: the notebook with solutions removed, as nbgrader would.
+- ``mark_exercises(nb)``: nbgrader metadata on every exercise's cells, from its heading and
+  its ``### BEGIN SOLUTION`` markers (so that the two never drift apart).
 - ``execute(path, budget)``: run a notebook top to bottom and store its outputs.
 """
 
@@ -23,6 +25,9 @@ sys.path.insert(0, str(ROOT))
 from ctxlib import INSTALL_REF, REPO_URL
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+# Where the student notebooks are published: a branch of the course repository (see the
+# instructor guide). Set here only; make_student_version.py --branch overrides it.
+STUDENT_BRANCH = "student"
 STUDENT_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 
 
@@ -45,6 +50,59 @@ def colab_setup_source() -> str:
     )
 
 
+EXERCISE = re.compile(r"^### Exercises? (\d+)\.(\d+)(?: and \d+\.(\d+))?(.*)$", re.MULTILINE)
+GPU_POINTS, POINTS = 2, 1  # a GPU exercise is a longer piece of work
+
+
+def _nbgrader(**fields) -> dict:
+    return {"schema_version": 3, "grade": False, "locked": False, "solution": False, **fields}
+
+
+def mark_exercises(nb: nbformat.NotebookNode) -> list[dict]:
+    """Give every exercise's cells nbgrader metadata; returns one summary per exercise.
+
+    An exercise starts at a markdown cell ``### Exercise N.k: ...`` and runs to the next
+    heading. Its task text becomes a locked cell, each code cell holding ``### BEGIN SOLUTION``
+    a solution cell, and each cell calling a checker (``checks.check_...``) a locked,
+    autograded test cell worth 1 point (2 for a GPU exercise). Every other cell carries no
+    nbgrader metadata. The grade ids (``ex-N-k-answer``, ``ex-N-k-check``, ...) are stable.
+    """
+    exercises: list[dict] = []
+    current = None
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
+        heading = EXERCISE.search(cell.source) if cell.cell_type == "markdown" else None
+        if heading:
+            chapter, first, last, title = heading.groups()
+            number = f"{chapter}.{first}" + (f" and {chapter}.{last}" if last else "")
+            current = {"id": f"ex-{chapter}-{first}" + (f"-{last}" if last else ""),
+                       "exercise": number, "points": GPU_POINTS if "(GPU" in title else POINTS,
+                       "answers": [], "checks": []}
+            exercises.append(current)
+            cell.metadata["nbgrader"] = _nbgrader(locked=True, grade_id=f"{current['id']}-task")
+            continue
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("#"):
+            current = None  # another section: the exercise is over
+        if current is None or cell.cell_type != "code":
+            continue
+        if BEGIN in cell.source:
+            k = len(current["answers"]) + 1
+            grade_id = f"{current['id']}-answer" + (f"-{k}" if k > 1 else "")
+            current["answers"].append(grade_id)
+            cell.metadata["nbgrader"] = _nbgrader(solution=True, grade_id=grade_id)
+        elif re.search(r"\bchecks\.check_\w+\(", cell.source):
+            k = len(current["checks"]) + 1
+            grade_id = f"{current['id']}-check" + (f"-{k}" if k > 1 else "")
+            current["checks"].append(grade_id)
+            cell.metadata["nbgrader"] = _nbgrader(grade=True, locked=True, grade_id=grade_id,
+                                                  points=current["points"])
+    for exercise in exercises:
+        if not exercise["answers"] or not exercise["checks"]:
+            raise ValueError(f"exercise {exercise['exercise']} needs an answer cell with "
+                             "### BEGIN SOLUTION and a check cell calling ctxlib.checks")
+    return exercises
+
+
 _SOLUTION = re.compile(
     r"^(?P<indent>[ \t]*)" + re.escape(BEGIN) + r".*?^[ \t]*" + re.escape(END) + r"[^\n]*\n?",
     re.DOTALL | re.MULTILINE,
@@ -61,6 +119,18 @@ def strip_solution(source: str) -> str:
         return "".join(f"{indent}{line}\n" for line in STUDENT_STUB.splitlines())
 
     return _SOLUTION.sub(stub, source)
+
+
+def colab_url(path: str, branch: str = STUDENT_BRANCH) -> str:
+    """The address that opens ``path`` (relative to the repository root) in Colab."""
+    repository = REPO_URL.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{repository}/blob/{branch}/{path}"
+
+
+def colab_badge(path: str, branch: str = STUDENT_BRANCH) -> str:
+    """Markdown for an "Open in Colab" badge (the image is Colab's, linked, not embedded)."""
+    return (f"[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
+            f"({colab_url(path, branch)})")
 
 
 def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:

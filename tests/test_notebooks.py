@@ -119,3 +119,34 @@ def test_everything_a_notebook_imports_is_declared():
                     imported.add(node.module.split(".")[0])
     third_party = imported - standard - {"ctxlib", "google"}  # google.colab: Colab's own
     assert third_party <= declared, f"imported but not declared: {third_party - declared}"
+
+
+def test_student_versions_open_in_colab_from_the_published_branch(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_student_version.py"),
+                           "-o", str(tmp_path / "student")], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    readme = (tmp_path / "student" / "README.md").read_text()
+    for path in NOTEBOOKS:
+        nb = read(tmp_path / "student" / path.name)
+        badge = nb.cells[0].source
+        assert nb.cells[0].cell_type == "markdown" and "colab.research.google.com/github/" in badge
+        assert f"/blob/student/student/{path.name}" in badge and badge in readme
+        assert code_cells(nb)[0].source == colab_setup_source()
+        assert "BEGIN SOLUTION" not in "".join(c.source for c in nb.cells)
+
+
+def test_notebook_code_fits_the_page():
+    """The book shows code 88 columns wide: formatted to fit, no line longer."""
+    import subprocess
+
+    ruff = [sys.executable, "-m", "ruff"]
+    fmt = subprocess.run([*ruff, "format", "--isolated", "--line-length", "88", "--check",
+                          str(ROOT / "notebooks")], capture_output=True, text=True, check=False)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    long = subprocess.run([*ruff, "check", "--isolated", "--select", "E501", "--line-length",
+                           "88", str(ROOT / "notebooks")], capture_output=True, text=True,
+                          check=False)
+    assert long.returncode == 0, long.stdout

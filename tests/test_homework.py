@@ -1,0 +1,130 @@
+"""The homework kit: nbgrader metadata that cannot drift, nbgrader's round trip, and the
+course's own grading command on a correct, a partly wrong and an empty submission."""
+
+import copy
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ctxlib.grade import grade_all, main
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from nbtools import BEGIN, mark_exercises, student_version
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+NBGRADER = Path(sys.executable).with_name("nbgrader")
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_carries_nbgrader_metadata_made_from_its_markers(path):
+    nb = read(path)
+    marked = copy.deepcopy(nb)
+    exercises = mark_exercises(marked)
+    assert marked == nb, f"{path.name}: run scripts/mark_exercises.py"
+    assert exercises, f"{path.name} has no exercise"
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and BEGIN in cell.source:
+            assert meta.get("solution"), "a solution region outside a solution cell"
+        if meta.get("grade"):
+            assert meta.get("locked") and meta.get("points", 0) > 0
+
+
+def answer_cell(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def submissions(folder: Path) -> Path:
+    """Chapter 0 handed in three times: right, partly wrong (and a check edited), empty."""
+    course = read(ROOT / "notebooks" / "00_setup.ipynb")
+    right = copy.deepcopy(course)
+    wrong = copy.deepcopy(course)
+    answer_cell(wrong, "ex-0-2-answer").source = (
+        "def pick_steps() -> int:\n    return 10  # the smoke value everywhere\n")
+    answer_cell(wrong, "ex-0-2-check").source = 'print("Correct!")'  # restored before grading
+    for student, nb in (("ada", right), ("ben", wrong), ("cy", student_version(course))):
+        (folder / student).mkdir(parents=True)
+        nbformat.write(nb, folder / student / "00_setup.ipynb")
+    return folder
+
+
+@pytest.mark.slow
+def test_the_grading_command_scores_each_exercise_of_each_student(tmp_path, monkeypatch):
+    folder = submissions(tmp_path / "submitted")
+    grades = {(g.student, g.exercise): g for g in grade_all(folder, ROOT / "notebooks", "smoke")}
+    for exercise in ("ex-0-1-check", "ex-0-2-check", "ex-0-3-check"):
+        assert grades["ada", exercise].points == grades["ada", exercise].max_points == 1
+        assert grades["ada", exercise].message.startswith("Correct!")
+        assert grades["cy", exercise].points == 0
+        assert "NotImplementedError" in grades["cy", exercise].message
+    assert grades["ben", "ex-0-1-check"].points == 1 and grades["ben", "ex-0-3-check"].points == 1
+    assert grades["ben", "ex-0-2-check"].points == 0  # the edited check was put back
+    assert "under the 'cpu' budget pick_steps() returned 10" in grades["ben", "ex-0-2-check"].message
+    # The GPU exercise is not graded on a CPU, for anyone; the empty notebook still ran to its end.
+    assert grades["ada", "ex-0-4-check"].points == 0
+    assert grades["ada", "ex-0-4-check"].message.startswith("Not graded")
+    assert grades["cy", "ex-0-4-check"].message.startswith("NameError")
+
+    out = tmp_path / "grades.csv"
+    main([str(folder), "--source", str(ROOT / "notebooks"), "--budget", "smoke", "-o", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 3 * 4 and set(rows[0]) == {
+        "student", "notebook", "exercise", "points", "max_points", "message"}
+
+
+NBGRADER_CONFIG = """c = get_config()
+c.CourseDirectory.root = "."
+# nbgrader's default of 30 s per cell is far too short for a training cell.
+c.Execute.timeout = 900
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not NBGRADER.exists(), reason="nbgrader is not installed")
+@pytest.mark.parametrize("chapter", ["00_setup", "02_attention"])
+def test_nbgrader_generates_the_student_version_and_autogrades_both(tmp_path, chapter):
+    (tmp_path / "source" / "ps1").mkdir(parents=True)
+    shutil.copy(ROOT / "notebooks" / f"{chapter}.ipynb", tmp_path / "source" / "ps1")
+    (tmp_path / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
+
+    def nbgrader(*args):
+        done = subprocess.run([str(NBGRADER), *args, "--force"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=900, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    nbgrader("generate_assignment", "ps1")
+    released = tmp_path / "release" / "ps1" / f"{chapter}.ipynb"
+    assert BEGIN not in released.read_text()
+    for student, notebook in (("instructor", tmp_path / "source" / "ps1" / f"{chapter}.ipynb"),
+                              ("student", released)):
+        folder = tmp_path / "submitted" / student / "ps1"
+        folder.mkdir(parents=True)
+        shutil.copy(notebook, folder)
+    nbgrader("autograde", "ps1")
+
+    from nbgrader.api import Gradebook
+
+    gpu_points = sum(e["points"] for e in mark_exercises(read(ROOT / "notebooks" /
+                                                              f"{chapter}.ipynb"))
+                     if e["points"] > 1)
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
+        instructor = gradebook.find_submission_notebook(chapter, "ps1", "instructor")
+        student = gradebook.find_submission_notebook(chapter, "ps1", "student")
+        assert instructor.max_score > 0
+        # Every exercise but the GPU one (not graded on a CPU) earns its points.
+        assert instructor.score == instructor.max_score - gpu_points
+        assert student.score == 0
+    # The student version ran to its last cell despite every unanswered exercise.
+    graded = read(tmp_path / "autograded" / "student" / "ps1" / f"{chapter}.ipynb")
+    last_code = [c for c in graded.cells if c.cell_type == "code"][-1]
+    assert last_code.get("execution_count") is not None

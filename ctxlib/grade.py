@@ -122,6 +122,18 @@ def _verdict(cell, finished: bool) -> tuple[bool, str]:
     return bool(graded), message or "the check printed nothing"
 
 
+def _unanswered_exercises(nb) -> set[str]:
+    """Exercises (``ex-N-k``) whose answer cell raised NotImplementedError: the stub is still
+    there, so their check's own error (often a NameError) is not the news."""
+    unanswered = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("solution") and any(output.get("ename") == "NotImplementedError"
+                                        for output in cell.get("outputs", [])):
+            unanswered.add(meta["grade_id"].rsplit("-answer", 1)[0])
+    return unanswered
+
+
 def grade_notebook(path: Path, student: str, source: Path | None, budget: str,
                    time_limit: float) -> list[Grade]:
     import nbformat
@@ -131,10 +143,14 @@ def grade_notebook(path: Path, student: str, source: Path | None, budget: str,
         lock_cells(nb, nbformat.read(source / path.name, as_version=4))
     with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as workdir:
         finished = run_notebook(nb, Path(workdir), budget, time_limit)
+    unanswered = _unanswered_exercises(nb)
     grades = []
     for cell in grade_cells(nb):
         meta = cell.metadata["nbgrader"]
         earned, message = _verdict(cell, finished)
+        exercise = meta["grade_id"].rsplit("-check", 1)[0]
+        if not earned and (exercise in unanswered or message.startswith("NotImplementedError")):
+            message = "not answered: the answer cell still raises NotImplementedError"
         points = float(meta.get("points", 0))
         grades.append(Grade(student, path.name, meta["grade_id"], points if earned else 0.0,
                             points, message))

@@ -3,6 +3,7 @@ course's own grading command on a correct, a partly wrong and an empty submissio
 
 import copy
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -99,8 +100,11 @@ def test_nbgrader_generates_the_student_version_and_autogrades_both(tmp_path, ch
     shutil.copy(ROOT / "notebooks" / f"{chapter}.ipynb", tmp_path / "source" / "ps1")
     (tmp_path / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
 
+    # nbgrader runs other tools of its environment (alembic) by name: put them on the PATH.
+    env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
     def nbgrader(*args):
-        done = subprocess.run([str(NBGRADER), *args, "--force"], cwd=tmp_path,
+        done = subprocess.run([str(NBGRADER), *args, "--force"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=900, check=False)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

@@ -21,7 +21,6 @@ import argparse
 import copy
 import csv
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -55,9 +54,8 @@ def lock_cells(submitted, source) -> None:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if grade_id in course:
             original = copy.deepcopy(course.pop(grade_id))
-            original.outputs = [] if original.cell_type == "code" else original.get("outputs")
-            if original.cell_type == "code":
-                original.execution_count = None
+            if original.cell_type == "code":  # a markdown cell has no outputs to clear
+                original.outputs, original.execution_count = [], None
             submitted.cells[index] = original
     if course:  # a locked cell the student deleted: put the check back at the end
         for cell in course.values():
@@ -189,7 +187,7 @@ def main(argv=None) -> None:
                         help="seconds per notebook (default: by budget)")
     parser.add_argument("-o", "--output", type=Path, default=Path("grades.csv"))
     args = parser.parse_args(argv)
-    if shutil.which("jupyter") is None and not _has_kernel():
+    if not _has_kernel():
         raise SystemExit("grading needs a Jupyter kernel: pip install ipykernel nbclient")
     source = args.source if args.source.is_dir() else None
     grades = grade_all(args.submissions, source, args.budget, args.time_limit)

@@ -42,6 +42,7 @@ def colab_setup_source() -> str:
         "# In Colab, install ctxlib (the course's helper library), the release these notebooks\n"
         "# were written for. On your own machine `make setup` has installed it: nothing happens.\n"
         "import importlib.util, subprocess, sys\n"
+        "\n"
         'if importlib.util.find_spec("ctxlib") is None:\n'
         f'    url = "git+{REPO_URL}@{INSTALL_REF}"\n'
         '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", url], check=True)\n'

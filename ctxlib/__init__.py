@@ -11,6 +11,9 @@ ctxlib's. One file per topic:
 - ``train``: the one training loop (AdamW, warmup + cosine, clipping, accumulation,
   mixed precision, checkpoints with exact resume)
 - ``static``: a static (skip-gram) word embedding, the baseline of chapter 1
+- ``probes`` and ``protocol``: linear probes on frozen features, and the one protocol for
+  "what does pretraining buy?" (learning curves over the number of labels, 3 seeds, settings
+  chosen on held-out training data, results written to JSON)
 - ``elmo``, ``gpt``, ``bert``, ``xlnet``: the four models, one file each, with their objectives
 - ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
 - ``checks``: exercise checkers

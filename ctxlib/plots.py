@@ -206,3 +206,40 @@ def plot_stream_masks(perm_mask, order, tokens: list[str] | None = None, axes=No
         ax.set_title(name)
     axes[0].set_ylabel("token (step in the order)")
     return axes
+
+
+def plot_learning_curves(curves, baselines: tuple[str, ...] = (), title_prefix: str = ""):
+    """One panel per task of ``ctxlib.protocol`` curves: the score against the number of
+    labelled items (log scale), each arm's mean over seeds with a band of ± one standard
+    deviation and every seed as a dot; arms named in ``baselines`` and constant reference
+    lines (a majority class) are drawn grey and dashed. Returns the figure."""
+    fig, axes = panels(len(curves), height=3.2)
+    colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
+    arm_colour: dict[str, str] = {}
+    for ax, curve in zip(axes, curves):
+        for arm in curve.scores:
+            is_baseline = arm in baselines
+            if not is_baseline and arm not in arm_colour:
+                arm_colour[arm] = next(colours)
+            colour = "0.45" if is_baseline else arm_colour[arm]
+            means = np.array([curve.mean(arm, n) for n in curve.sizes])
+            stds = np.array([curve.std(arm, n) for n in curve.sizes])
+            ax.plot(curve.sizes, means, "--" if is_baseline else "o-", color=colour,
+                    label=arm)
+            if not is_baseline:
+                ax.fill_between(curve.sizes, means - stds, means + stds, color=colour,
+                                alpha=0.2, linewidth=0)
+                for n in curve.sizes:
+                    ax.plot([n] * len(curve.scores[arm][n]), curve.scores[arm][n], ".",
+                            color=colour, alpha=0.5, markersize=4)
+        for label, value in curve.lines.items():
+            ax.axhline(value, color="0.45", linestyle=":", label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(curve.sizes, [f"{n:,}" for n in curve.sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("labelled training items")
+        ax.set_ylabel(curve.metric)
+        ax.set_title(f"{title_prefix}{curve.task}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig

@@ -77,3 +77,35 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     train(probe, batches, loss_fn, TrainConfig(steps=steps, lr=lr, weight_decay=0.0,
                                                warmup_steps=0, seed=seed, progress=False))
     return probe.eval()
+
+
+def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                     l2: float = 1e-2, iterations: int = 50) -> LayerProbe:
+    """A linear probe (logistic regression) on one layer's features (N, 1, D), fitted to
+    convergence on the whole set at once with L-BFGS, as scikit-learn's LogisticRegression does.
+
+    The loss is convex, so the result does not depend on a seed or a learning rate; ``l2`` (the
+    weight penalty) is the one setting, to be chosen on held-out data. Much faster than
+    :func:`fit_probe`'s minibatch loop when the features fit in memory, which is what a learning
+    curve with many small fits needs.
+    """
+    if features.shape[0] != labels.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature rows for {labels.shape[0]} labels.")
+    if features.dim() != 3 or features.shape[1] != 1:
+        raise ValueError(f"features must be (N, 1, D), one layer; got {tuple(features.shape)}.")
+    probe = LayerProbe(1, features.shape[2], num_classes, layer=0, dropout=0.0)
+    torch.nn.init.zeros_(probe.classifier.weight)
+    torch.nn.init.zeros_(probe.classifier.bias)
+    x = F.layer_norm(features[:, 0].float(), features.shape[-1:])  # what LayerProbe reads
+    optimizer = torch.optim.LBFGS(probe.classifier.parameters(), max_iter=iterations,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(probe.classifier(x), labels)
+        loss = loss + l2 * probe.classifier.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return probe.eval()

@@ -158,6 +158,11 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     os.environ["CTXLIB_BUDGET"] = budget
     os.environ["CTXLIB_PROGRESS"] = "text"
     os.environ.setdefault("CTXLIB_DATA", str(ROOT.parent / "shared" / "data"))
+    # the protocol's numbers of a book run go to the repository's results/ (never a smoke run's)
+    if budget == "smoke":
+        os.environ.pop("CTXLIB_RESULTS", None)
+    else:
+        os.environ["CTXLIB_RESULTS"] = str(ROOT / "results")
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,

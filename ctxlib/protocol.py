@@ -1,0 +1,269 @@
+"""One protocol for "what does pretraining buy?": learning curves over the number of labels.
+
+A single number from a single seed cannot say whether pretraining helps: the difference between
+two runs is often smaller than the difference between two seeds of one run, and pretraining
+pays most where labels are few (Howard and Ruder 2018, figure 3). So every chapter asks the
+question the same way:
+
+- an **arm** is one way of turning labelled training items into a score on the dev set: a
+  linear probe on a pretrained model's frozen features, the same probe on the same model at
+  random initialisation, a simple baseline, fine-tuning...;
+- each arm is trained on ``n`` labelled items for several ``n`` (the learning curve), each
+  ``n`` with several seeds (a different sample of items and a different initialisation), and
+  the table gives the mean and the standard deviation over seeds;
+- an arm's hyper-parameter (a learning rate, say) is chosen per arm and per ``n`` on a
+  held-out slice of the *training* data, never on the dev set that is reported.
+
+``learning_curve`` runs it and returns a :class:`Curve`; ``print_table`` and
+``ctxlib.plots.plot_learning_curves`` show it; ``save_results`` writes the per-seed scores to
+a JSON file (``results/NN_name.json`` in the repository for the book's runs), so that a
+reader, an instructor and a test can read them without parsing a notebook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxlib.runtime import current_budget, describe_device, max_steps_override, progress
+
+
+@dataclass
+class Arm:
+    """One way to get a score from labelled items.
+
+    ``fit(rows, seed, setting)`` trains on the training items ``rows`` (indices into the task's
+    training pool) and returns a predictor; ``score(predictor, rows)`` scores it on training
+    items ``rows`` (the held-out slice) or, with ``rows=None``, on the dev set. ``grid`` holds
+    the candidate settings (for example learning rates); one candidate means no choice.
+    """
+
+    fit: Callable[[list[int], int, Any], Any]
+    score: Callable[[Any, list[int] | None], float]
+    grid: Sequence[Any] = (None,)
+
+
+@dataclass
+class Curve:
+    """The scores of every arm at every number of labels, one per seed."""
+
+    task: str
+    metric: str
+    sizes: list[int]
+    seeds: list[int]
+    scores: dict[str, dict[int, list[float]]]  # arm -> n -> [score of each seed]
+    chosen: dict[str, dict[int, Any]] = field(default_factory=dict)  # arm -> n -> setting
+    lines: dict[str, float] = field(default_factory=dict)  # constant references (majority)
+
+    def mean(self, arm: str, n: int) -> float:
+        return statistics.fmean(self.scores[arm][n])
+
+    def std(self, arm: str, n: int) -> float:
+        """Sample standard deviation over seeds (0 with a single seed)."""
+        values = self.scores[arm][n]
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def gain(self, better: str, than: str, n: int) -> tuple[float, bool]:
+        """Mean difference ``better - than`` at ``n`` labels, and whether it exceeds twice the
+        larger of the two arms' seed standard deviations (the course's bar for "it helps")."""
+        difference = self.mean(better, n) - self.mean(than, n)
+        spread = max(self.std(better, n), self.std(than, n))
+        return difference, difference > 2 * spread
+
+
+def split_pool(pool_size: int, held_out: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Shuffle ``range(pool_size)`` once and cut it into (held-out rows, rows to label)."""
+    if held_out >= pool_size:
+        raise ValueError(f"a held-out slice of {held_out} leaves nothing of a pool of "
+                         f"{pool_size} items to train on.")
+    rows = list(range(pool_size))
+    random.Random(seed).shuffle(rows)
+    return sorted(rows[:held_out]), rows[held_out:]
+
+
+def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Sequence[int],
+                   seeds: Sequence[int] = (0, 1, 2), held_out: int = 200,
+                   metric: str = "accuracy", lines: dict[str, float] | None = None,
+                   choose_at: int | None = None) -> Curve:
+    """Score every arm with ``n`` labelled items for each ``n`` in ``sizes``, once per seed.
+
+    The pool's items are split once into a held-out slice (``held_out`` items, for choosing
+    each arm's setting) and the items to label; seed ``s`` labels its own random sample of
+    ``n`` of those. Each arm's setting is chosen at every ``n``, or, to save time where a fit
+    is expensive, once at ``n = choose_at`` and used at every ``n``. Sizes larger than what
+    is left are dropped, with a note.
+    """
+    if max_steps_override() is not None:  # a code-path test: tiny pools; just run the code
+        held_out = min(held_out, pool_size // 4)
+        sizes = sorted({min(n, pool_size - held_out) for n in sizes})
+        choose_at = None if choose_at is None else min(choose_at, pool_size - held_out)
+    held, labelable = split_pool(pool_size, held_out)
+    usable = [n for n in sizes if n <= len(labelable)]
+    if len(usable) < len(sizes):
+        print(f"{task}: only {len(labelable)} items to label; sizes "
+              f"{[n for n in sizes if n > len(labelable)]} dropped.")
+    if not usable:
+        raise ValueError(f"{task}: no size in {list(sizes)} fits {len(labelable)} items.")
+    scores = {name: {n: [] for n in usable} for name in arms}
+    chosen: dict[str, dict[int, Any]] = {name: {} for name in arms}
+    if choose_at is not None and choose_at not in usable:
+        raise ValueError(f"choose_at={choose_at} is not one of the sizes {usable}.")
+    choices = len(usable) if choose_at is None else 1
+    runs = sum(choices * len(arm.grid) * (len(arm.grid) > 1) + len(usable) * len(seeds)
+               for arm in arms.values())
+    bar = progress(total=runs, desc=task, leave=False)
+
+    def choose(arm: Arm, n: int) -> Any:
+        """The setting that scores best on the held-out slice, trained on the first seed's
+        sample of ``n`` items (ties: the first listed)."""
+        if len(arm.grid) == 1:
+            return arm.grid[0]
+        rows = sample(labelable, n, seeds[0])
+        tried = {}
+        for candidate in arm.grid:
+            tried[candidate] = arm.score(arm.fit(rows, seeds[0], candidate), held)
+            bar.update()
+        return max(arm.grid, key=lambda c: tried[c])
+
+    for name, arm in arms.items():
+        once = choose(arm, choose_at) if choose_at is not None else None
+        for n in usable:
+            setting = once if choose_at is not None else choose(arm, n)
+            chosen[name][n] = setting
+            for seed in seeds:
+                predictor = arm.fit(sample(labelable, n, seed), seed, setting)
+                scores[name][n].append(float(arm.score(predictor, None)))
+                bar.update()
+    bar.close()
+    return Curve(task, metric, list(usable), list(seeds), scores, chosen, dict(lines or {}))
+
+
+def sample(rows: list[int], n: int, seed: int) -> list[int]:
+    """``n`` of ``rows``, drawn without replacement by ``seed``: each seed labels other items."""
+    return sorted(random.Random(1000 + seed).sample(rows, n))
+
+
+def print_table(curve: Curve, compare: tuple[str, str] | None = None) -> None:
+    """One row per number of labels: each arm's mean ± standard deviation over seeds, and,
+    with ``compare=(a, b)``, the gain of ``a`` over ``b`` and whether it passes the 2-sd bar."""
+    names = list(curve.scores)
+    width = max(16, *(len(n) + 2 for n in names))
+    header = f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)"
+    print(header)
+    print(f"{'labels':>8}" + "".join(f"{n:>{width}}" for n in names)
+          + (f"{'gain':>10}  > 2 sd?" if compare else ""))
+    for n in curve.sizes:
+        row = f"{n:>8,}" + "".join(
+            f"{f'{curve.mean(a, n):.3f} ± {curve.std(a, n):.3f}':>{width}}" for a in names)
+        if compare:
+            difference, clear = curve.gain(*compare, n)
+            row += f"{difference:>+10.3f}  {'yes' if clear else 'no'}"
+        print(row)
+    for label, value in curve.lines.items():
+        print(f"{'':>8}{label}: {value:.3f}")
+
+
+def results_path(name: str) -> Path:
+    """Where a notebook writes its protocol's numbers: ``<CTXLIB_RESULTS>/<name>.json``.
+
+    The script that runs the book's notebooks sets ``CTXLIB_RESULTS`` to the repository's
+    ``results/`` folder; anywhere else the file goes to ``results/<budget>/`` in the current
+    directory, so that a quick run never overwrites the book's numbers.
+    """
+    folder = os.environ.get("CTXLIB_RESULTS")
+    path = Path(folder) if folder else Path.cwd() / "results" / current_budget()[0]
+    path.mkdir(parents=True, exist_ok=True)
+    return path / f"{name}.json"
+
+
+def save_results(name: str, curves: Sequence[Curve], **facts: Any) -> Path:
+    """Write the curves (per-seed scores, chosen settings, reference lines) to JSON, with the
+    budget and device that produced them and any other ``facts`` worth keeping."""
+    path = results_path(name)
+    record = {"chapter": name, "budget": current_budget()[0], "device": describe_device(),
+              "torch": torch.__version__, **facts,
+              "tasks": {c.task: {k: v for k, v in asdict(c).items() if k != "task"}
+                        for c in curves}}
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return path
+
+
+def load_results(path: str | Path) -> list[Curve]:
+    """The curves a ``save_results`` file holds (JSON keys are strings: sizes become ints)."""
+    record = json.loads(Path(path).read_text())
+    curves = []
+    for task, c in record["tasks"].items():
+        scores = {arm: {int(n): v for n, v in by_n.items()} for arm, by_n in c["scores"].items()}
+        chosen = {arm: {int(n): v for n, v in by_n.items()} for arm, by_n in c["chosen"].items()}
+        curves.append(Curve(task, c["metric"], c["sizes"], c["seeds"], scores, chosen,
+                            c["lines"]))
+    return curves
+
+
+# --- Arms built from frozen features ----------------------------------------------------------
+
+
+def probe_arm(train_features: Sequence[torch.Tensor], train_labels: Sequence[torch.Tensor],
+              dev_features: Sequence[torch.Tensor], dev_labels: Sequence[torch.Tensor],
+              num_classes: int, l2s: Sequence[float] = (1e-3, 1e-2, 1e-1)) -> Arm:
+    """A linear probe on frozen features, scored by accuracy over all labelled positions.
+
+    Items are sentences: ``train_features[i]`` is a (positions, D) tensor (one position per
+    word for tagging, one per sentence for classification) and ``train_labels[i]`` its
+    (positions,) labels. The probe is logistic regression fitted to convergence
+    (:func:`ctxlib.probes.fit_linear_probe`); its weight penalty is the setting chosen on the
+    held-out slice. The fit is convex, so the seeds differ only in the items they label.
+    """
+    from ctxlib.probes import fit_linear_probe
+
+    def stack(features, labels, rows):
+        return (torch.cat([features[r] for r in rows])[:, None].float(),
+                torch.cat([labels[r] for r in rows]))
+
+    def fit(rows, seed, l2):
+        return fit_linear_probe(*stack(train_features, train_labels, rows), num_classes, l2=l2)
+
+    def score(probe, rows):
+        if rows is None:
+            x, y = stack(dev_features, dev_labels, range(len(dev_features)))
+        else:
+            x, y = stack(train_features, train_labels, rows)
+        return (probe.predict(x) == y).float().mean().item()
+
+    return Arm(fit, score, tuple(l2s))
+
+
+def most_frequent_arm(train_items: Sequence[Sequence[Any]], train_labels: Sequence[Sequence[Any]],
+                      dev_items: Sequence[Sequence[Any]], dev_labels: Sequence[Sequence[Any]]
+                      ) -> Arm:
+    """The lookup baseline: each item (a word, say) gets the label it had most often in the
+    labelled rows; unseen items get the most frequent label overall. Items are given per row
+    (a sentence's words and tags)."""
+    from collections import Counter, defaultdict
+
+    def fit(rows, seed, setting):
+        by_item, overall = defaultdict(Counter), Counter()
+        for r in rows:
+            for item, label in zip(train_items[r], train_labels[r]):
+                by_item[item][label] += 1
+                overall[label] += 1
+        fallback = overall.most_common(1)[0][0]
+        return {k: c.most_common(1)[0][0] for k, c in by_item.items()}, fallback
+
+    def score(table, rows):
+        lookup, fallback = table
+        items, labels = ((dev_items, dev_labels) if rows is None
+                         else ([train_items[r] for r in rows], [train_labels[r] for r in rows]))
+        pairs = [(lookup.get(i, fallback), y) for row, ys in zip(items, labels)
+                 for i, y in zip(row, ys)]
+        return sum(p == y for p, y in pairs) / len(pairs)
+
+    return Arm(fit, score)

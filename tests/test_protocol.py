@@ -1,0 +1,129 @@
+"""The evaluation protocol: settings chosen on held-out training items, never on dev; seeds
+that label different items; the 2-sd bar; results that round-trip through JSON."""
+
+import json
+
+import pytest
+import torch
+
+from ctxlib import protocol
+from ctxlib.protocol import Arm, Curve, learning_curve
+
+
+def recording_arm(calls, quality):
+    """An arm whose dev score is quality[setting] plus a little seed noise; it records every
+    call so that a test can see what was trained and scored on what."""
+
+    def fit(rows, seed, setting):
+        calls.append(("fit", tuple(rows), seed, setting))
+        return setting, seed
+
+    def score(predictor, rows):
+        setting, seed = predictor
+        calls.append(("score", None if rows is None else tuple(rows), seed, setting))
+        return quality[setting] + 0.001 * seed
+
+    return Arm(fit, score, grid=tuple(quality))
+
+
+def test_the_setting_is_chosen_on_held_out_training_items_never_on_dev():
+    calls = []
+    curve = learning_curve("toy", {"a": recording_arm(calls, {0.1: 0.5, 0.2: 0.7})},
+                           pool_size=100, sizes=[10, 40], held_out=20)
+    assert curve.chosen == {"a": {10: 0.2, 40: 0.2}}
+    held = [rows for kind, rows, _, _ in calls if kind == "score" and rows is not None]
+    trained = [set(rows) for kind, rows, _, _ in calls if kind == "fit"]
+    assert held and all(len(rows) == 20 for rows in held)
+    assert all(not (set(held[0]) & rows) for rows in trained), "held-out items were trained on"
+    dev_scores = [c for c in calls if c[0] == "score" and c[1] is None]
+    assert [setting for *_, setting in dev_scores] == [0.2] * 6  # 2 sizes x 3 seeds, chosen only
+    assert curve.scores["a"][10] == pytest.approx([0.7, 0.701, 0.702])
+
+
+def test_each_seed_labels_its_own_sample_and_oversized_curves_are_cut(capsys):
+    calls = []
+    curve = learning_curve("toy", {"a": recording_arm(calls, {None: 0.5})}, pool_size=60,
+                           sizes=[5, 20, 100], held_out=10)
+    assert curve.sizes == [5, 20] and "sizes [100] dropped" in capsys.readouterr().out
+    samples = [rows for kind, rows, _, _ in calls if kind == "fit" and len(rows) == 5]
+    assert len(samples) == 3 and len(set(samples)) == 3
+    with pytest.raises(ValueError, match="nothing of a pool"):
+        learning_curve("toy", {"a": recording_arm([], {None: 0.5})}, pool_size=10, sizes=[5],
+                       held_out=10)
+
+
+def test_gain_passes_the_bar_only_beyond_twice_the_seed_spread():
+    curve = Curve("t", "accuracy", [10], [0, 1, 2],
+                  {"pretrained": {10: [0.70, 0.72, 0.74]}, "scratch": {10: [0.60, 0.61, 0.62]}})
+    difference, clear = curve.gain("pretrained", "scratch", 10)
+    assert difference == pytest.approx(0.11) and clear
+    noisy = Curve("t", "accuracy", [10], [0, 1, 2],
+                  {"pretrained": {10: [0.60, 0.70, 0.80]}, "scratch": {10: [0.60, 0.61, 0.62]}})
+    assert not noisy.gain("pretrained", "scratch", 10)[1]
+
+
+def test_results_round_trip_and_go_where_they_should(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
+    monkeypatch.delenv("CTXLIB_RESULTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert protocol.results_path("09_x") == tmp_path / "results" / "smoke" / "09_x.json"
+    monkeypatch.setenv("CTXLIB_RESULTS", str(tmp_path / "book"))
+    curve = Curve("POS", "accuracy", [25, 100], [0, 1, 2],
+                  {"pretrained": {25: [0.6, 0.7, 0.65], 100: [0.8, 0.8, 0.81]}},
+                  {"pretrained": {25: 0.01, 100: 0.001}}, {"majority": 0.2})
+    path = protocol.save_results("09_x", [curve], note="a test")
+    assert path == tmp_path / "book" / "09_x.json"
+    record = json.loads(path.read_text())
+    assert record["budget"] == "smoke" and record["note"] == "a test"
+    assert protocol.load_results(path) == [curve]
+    protocol.print_table(curve)
+    table = capsys.readouterr().out
+    assert "0.650 ± 0.050" in table and "majority: 0.200" in table
+
+
+def test_a_probe_arm_learns_separable_features_and_the_lookup_baseline_counts():
+    g = torch.Generator().manual_seed(0)
+    labels = [torch.randint(0, 3, (5,), generator=g) for _ in range(60)]
+    centres = torch.randn(3, 8, generator=g) * 4
+    features = [centres[y] + 0.1 * torch.randn(len(y), 8, generator=g) for y in labels]
+    arm = protocol.probe_arm(features[:40], labels[:40], features[40:], labels[40:], 3)
+    assert arm.grid == (1e-3, 1e-2, 1e-1)
+    assert arm.score(arm.fit(list(range(20)), 0, 1e-2), None) == 1.0
+    assert arm.score(arm.fit([0, 1], 0, 1e-2), list(range(30, 40))) > 0.5
+
+    words = [["the", "dog"], ["the", "cat"], ["a", "dog"]]
+    tags = [["DET", "NOUN"], ["DET", "NOUN"], ["DET", "VERB"]]
+    lookup = protocol.most_frequent_arm(words, tags, [["the", "bird"]], [["DET", "NOUN"]])
+    table = lookup.fit([0, 1, 2], 0, None)
+    assert table[0]["dog"] == "NOUN" and table[1] == "DET"  # unseen words: the commonest tag
+    assert lookup.score(table, None) == 0.5 and lookup.score(table, [2]) == 0.5
+
+
+def test_learning_curves_plot_one_panel_per_task():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ctxlib.plots import plot_learning_curves
+
+    curve = Curve("SST-2", "accuracy", [100, 300], [0, 1, 2],
+                  {"pretrained": {100: [0.6, 0.62, 0.61], 300: [0.7, 0.7, 0.71]},
+                   "naive Bayes": {100: [0.6, 0.6, 0.6], 300: [0.65, 0.65, 0.66]}},
+                  lines={"majority class": 0.51})
+    fig = plot_learning_curves([curve, curve], baselines=("naive Bayes",))
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == 2 and visible[0].get_xscale() == "log"
+    assert {t.get_text() for t in visible[0].get_legend().get_texts()} == {
+        "pretrained", "naive Bayes", "majority class"}
+
+
+def test_a_setting_can_be_chosen_once_for_every_size():
+    calls = []
+    curve = learning_curve("toy", {"a": recording_arm(calls, {0.1: 0.9, 0.2: 0.7})},
+                           pool_size=100, sizes=[10, 40], held_out=20, choose_at=40)
+    assert curve.chosen == {"a": {10: 0.1, 40: 0.1}}
+    choosing = [rows for kind, rows, _, _ in calls if kind == "fit" and len(calls) and
+                rows is not None]
+    assert sum(len(rows) == 40 for rows in choosing) == 2 + 3  # two candidates, three seeds
+    with pytest.raises(ValueError, match="choose_at=30"):
+        learning_curve("toy", {"a": recording_arm([], {0.1: 0.9, 0.2: 0.7})}, pool_size=100,
+                       sizes=[10, 40], held_out=20, choose_at=30)

@@ -1,0 +1,44 @@
+"""The numbers behind the book's claims about pretraining: stored by the chapters' own cpu or
+gpu runs (results/NN_name.json), with at least 3 seeds, and the same as the notebooks show."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ctxlib.protocol import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL_CHAPTERS = ["04_gpt"]
+
+
+def stored_output(name: str) -> str:
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
+@pytest.mark.parametrize("name", PROTOCOL_CHAPTERS)
+def test_each_protocol_chapter_stores_its_results_from_a_book_run(name):
+    path = ROOT / "results" / f"{name}.json"
+    assert path.exists(), f"{path.name} missing: run scripts/execute_notebooks.py on {name}"
+    record = json.loads(path.read_text())
+    assert record["budget"] in ("cpu", "gpu") and record["chapter"] == name
+    for curve in load_results(path):
+        assert len(curve.seeds) >= 3 and len(curve.sizes) >= 2
+        for arm, by_size in curve.scores.items():
+            assert sorted(by_size) == sorted(curve.sizes), arm
+            assert all(len(scores) == len(curve.seeds) for scores in by_size.values())
+
+
+@pytest.mark.parametrize("name", PROTOCOL_CHAPTERS)
+def test_the_notebook_shows_the_numbers_it_stored(name):
+    """The stored notebook's tables were printed from the same run as the JSON file."""
+    shown = stored_output(name)
+    for curve in load_results(ROOT / "results" / f"{name}.json"):
+        assert curve.task in shown
+        for arm in curve.scores:
+            for n in curve.sizes:
+                cell = f"{curve.mean(arm, n):.3f} ± {curve.std(arm, n):.3f}"
+                assert cell in shown, f"{curve.task}, {arm}, {n}: {cell} not in the notebook"

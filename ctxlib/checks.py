@@ -320,7 +320,9 @@ def check_run_target(run, metric: str, target: float, *, higher_is_better: bool 
 
 def _check_filter(fn, reference, arguments, name: str, hint: str) -> None:
     g = torch.Generator().manual_seed(0)
-    for logits in (torch.randn(3, 50, generator=g), torch.tensor([[3.0, 1.0, 1.0, 0.0, -2.0]])):
+    rows = (torch.randn(3, 50, generator=g), 3 * torch.randn(4, 30, generator=g),
+            torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0]]))
+    for logits in rows:
         for argument in arguments:
             got = _expect_tensor(fn(logits.clone(), argument), f"{name}(logits, {argument})",
                                  tuple(logits.shape))
@@ -333,22 +335,39 @@ def _check_filter(fn, reference, arguments, name: str, hint: str) -> None:
     _passed()
 
 
-def check_top_k(top_k_filter) -> None:
-    """Exercise 4.1: keep the k largest logits of each row, -inf elsewhere."""
-    from ctxlib.gpt import top_k_logits
-
-    _check_filter(top_k_filter, top_k_logits, (1, 3, 5), "top_k_filter",
-                  "keep the k largest logits of each row (torch.topk gives the k-th largest "
-                  "value) and set the rest to float('-inf'); ties with the k-th value stay.")
+def _min_p_reference(logits: torch.Tensor, ratio: float) -> torch.Tensor:
+    probs = logits.softmax(-1)
+    too_unlikely = probs < ratio * probs.max(-1, keepdim=True).values
+    return logits.masked_fill(too_unlikely, float("-inf"))
 
 
-def check_top_p(top_p_filter) -> None:
-    """Exercise 4.2: nucleus filtering."""
-    from ctxlib.gpt import top_p_logits
+def _typical_reference(logits: torch.Tensor, mass: float) -> torch.Tensor:
+    log_probs = logits.log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1, keepdim=True)
+    gap = (-log_probs - entropy).abs()  # how far each token's surprise is from the average
+    _, order = gap.sort(dim=-1, stable=True)
+    probs = log_probs.exp().gather(-1, order)
+    drop_sorted = probs.cumsum(-1) - probs >= mass
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
 
-    _check_filter(top_p_filter, top_p_logits, (0.1, 0.5, 0.9, 1.0), "top_p_filter",
-                  "sort by probability, keep tokens while the probability of those ranked above "
-                  "them is still below p (so the most likely token always stays).")
+
+def check_min_p(min_p_filter) -> None:
+    """Exercise 4.1: min-p keeps the tokens at least ``ratio`` times as likely as the top one."""
+    _check_filter(min_p_filter, _min_p_reference, (0.05, 0.2, 0.5, 1.0), "min_p_filter",
+                  "compare each token's probability (softmax of the logits) with ratio times "
+                  "the probability of the most likely token in its row; keep it if it is at "
+                  "least that, set it to float('-inf') otherwise (in logits: ratio multiplies "
+                  "probabilities, so it adds log(ratio) to the largest logit).")
+
+
+def check_typical(typical_filter) -> None:
+    """Exercise 4.2: locally typical filtering, a nucleus over tokens ranked by typicality."""
+    _check_filter(typical_filter, _typical_reference, (0.2, 0.5, 0.9), "typical_filter",
+                  "rank the tokens by |-log p - H|, H the entropy of the row's distribution "
+                  "(smallest first, not most likely first), then keep tokens while the total "
+                  "probability of the tokens ranked before them is still below mass, as "
+                  "top-p does.")
 
 
 def check_perplexity(perplexity, loss: float) -> None:
@@ -402,70 +421,165 @@ def check_reverse_padded(reverse) -> None:
 # --- Chapter 5: BERT ---------------------------------------------------------------------
 
 
-def check_mask_tokens(mask_tokens) -> None:
-    """Exercise 5.1: ``mask_tokens(input_ids, maskable, mask_id, vocab_size, generator)``
-    applies BERT's 15% / 80-10-10 masking and returns (masked inputs, labels)."""
+def _words_of(word_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) word index per token, -1 outside words -> (B, T) id unique over the batch."""
+    rows = torch.arange(word_ids.shape[0])[:, None] * (int(word_ids.max()) + 1)
+    return torch.where(word_ids >= 0, rows + word_ids, -1)
+
+
+def check_whole_word_mask(whole_word_mask) -> None:
+    """Exercise 5.1: ``whole_word_mask(input_ids, word_ids, mask_id, vocab_size, generator)``
+    chooses 15% of the words, every token of a chosen word, then 80-10-10 per token."""
     from ctxlib.batches import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(5)
-    ids = torch.randint(10, 500, (200, 200), generator=g)
-    maskable = torch.rand(ids.shape, generator=g) > 0.1  # about 10% specials or padding
-    result = mask_tokens(ids.clone(), maskable, 4, 500, torch.Generator().manual_seed(0))
-    if not isinstance(result, tuple) or len(result) != 2:
-        _fail("return two tensors: the masked input_ids and the labels.")
-    masked, labels = (_expect_tensor(t, name, tuple(ids.shape)) for t, name in
-                      zip(result, ("masked input_ids", "labels")))
+    B, T = 200, 200
+    ids = torch.randint(10, 500, (B, T), generator=g)
+    word_length = torch.randint(1, 5, (B, T), generator=g)  # words of 1 to 4 tokens
+    starts = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):  # word boundaries: a new word every word_length[b, t] tokens
+        t, word = 0, 0
+        while t < T:
+            starts[b, t : t + int(word_length[b, t])] = word
+            t, word = t + int(word_length[b, t]), word + 1
+    special = torch.rand(B, T, generator=g) < 0.05
+    word_ids = torch.where(special, -1, starts)
+    word_ids[:, 0] = -1  # [CLS]
+
+    def run(seed):
+        result = whole_word_mask(ids.clone(), word_ids.clone(), 4, 500,
+                                 torch.Generator().manual_seed(seed))
+        if not isinstance(result, tuple) or len(result) != 2:
+            _fail("return two tensors: the masked input_ids and the labels.")
+        return tuple(_expect_tensor(t, name, (B, T)) for t, name in
+                     zip(result, ("masked input_ids", "labels")))
+
+    masked, labels = run(0)
     chosen = labels != IGNORE_INDEX
-    if chosen[~maskable].any():
-        _fail("a position where maskable is False (a special token or padding) was chosen.")
+    if chosen[word_ids < 0].any():
+        _fail("a position whose word_ids is -1 (a special token or padding) was chosen.")
     if not torch.equal(labels[chosen], ids[chosen]):
         _fail("the label of a chosen position is its ORIGINAL token id; IGNORE_INDEX elsewhere.")
-    rate = chosen[maskable].float().mean().item()
-    if abs(rate - 0.15) > 0.01:
-        _fail(f"{rate:.1%} of the maskable positions were chosen; BERT chooses 15%.")
+    words = _words_of(word_ids)
+    in_word = words >= 0
+    _, word_index = torch.unique(words[in_word], return_inverse=True)
+    tokens_per_word = torch.bincount(word_index)
+    chosen_per_word = torch.bincount(word_index, weights=chosen[in_word].float())
+    if ((chosen_per_word > 0) & (chosen_per_word < tokens_per_word)).any():
+        _fail("some word was chosen only in part: when a word is chosen, every one of its "
+              "tokens becomes a target (draw one number per word, then spread it to the "
+              "word's tokens, for example with gather).")
+    rate = (chosen_per_word > 0).float().mean().item()
+    if abs(rate - 0.15) > 0.015:
+        _fail(f"{rate:.1%} of the words were chosen; choose 15% of the words (not of the "
+              "tokens).")
     if not torch.equal(masked[~chosen], ids[~chosen]):
         _fail("positions that were not chosen must keep their token.")
     as_mask = (masked[chosen] == 4).float().mean().item()
     kept = (masked[chosen] == ids[chosen]).float().mean().item()
-    if abs(as_mask - 0.8) > 0.02 or abs(kept - 0.1) > 0.02:
-        _fail(f"of the chosen positions, {as_mask:.0%} became [MASK] and {kept:.0%} kept their "
-              "token; BERT uses 80% [MASK], 10% a random token, 10% unchanged.")
-    _passed("15% chosen; of those 80% [MASK], 10% random, 10% unchanged.")
+    if abs(as_mask - 0.8) > 0.03 or abs(kept - 0.1) > 0.03:
+        _fail(f"of the chosen tokens, {as_mask:.0%} became [MASK] and {kept:.0%} kept their "
+              "token; use 80% [MASK], 10% a random token, 10% unchanged, decided per token.")
+    replaced = chosen & (masked != 4) & (masked != ids)
+    if ((masked[replaced] < 6) | (masked[replaced] >= 500)).any():
+        _fail("a random replacement must be an ordinary token: an id in range(6, vocab_size).")
+    again = run(0)
+    if not (torch.equal(again[0], masked) and torch.equal(again[1], labels)):
+        _fail("draw every random number from `generator`: the same generator seed must give "
+              "the same masking.")
+    _passed("whole words chosen, 15% of them; 80% [MASK], 10% random, 10% unchanged.")
 
 
-def check_nsp_ablation(result) -> None:
-    """Exercise 5.2: dev accuracies on SST-2 after pretraining with and without NSP."""
-    if not isinstance(result, dict) or set(result) != {"with_nsp", "without_nsp"}:
+def _learning_settings(history) -> dict:
+    """A run's training configuration without the fields that do not change what it learns."""
+    from ctxlib.train import TrainConfig
+
+    return {k: v for k, v in history.run.get("config", {}).items()
+            if k not in TrainConfig.BOOKKEEPING}
+
+
+def check_nsp_ablation(nsp_runs) -> None:
+    """Exercise 5.2: read the NSP ablation from the runs themselves.
+
+    ``nsp_runs = {"with_nsp": (pretraining, finetuning), "without_nsp": (...)}``, each a pair
+    of the :class:`ctxlib.train.History` objects ``train`` returned: the pretraining run (with
+    ``settings`` recording ``use_nsp``) and the SST-2 fine-tuning run whose evaluation recorded
+    the dev ``accuracy``.
+    """
+    if not isinstance(nsp_runs, dict) or set(nsp_runs) != {"with_nsp", "without_nsp"}:
         _fail('give a dict with the keys "with_nsp" and "without_nsp".')
-    for name, value in result.items():
-        if not isinstance(value, float) or not 0 <= value <= 1:
-            _fail(f"{name} should be an accuracy, a float between 0 and 1.")
-    difference = result["with_nsp"] - result["without_nsp"]
-    _passed(f"NSP changed SST-2 dev accuracy by {100 * difference:+.1f} points at this budget.")
+    for name, runs in nsp_runs.items():
+        if not (isinstance(runs, tuple) and len(runs) == 2
+                and all(hasattr(r, "run") and (r.run or {}).get("id") for r in runs)):
+            _fail(f"{name} should be a pair (pretraining History, fine-tuning History), both "
+                  "as train(...) returned them: the check reads the runs, not typed numbers.")
+    (pre_on, tune_on), (pre_off, tune_off) = nsp_runs["with_nsp"], nsp_runs["without_nsp"]
+    for name, pre, wanted in (("with_nsp", pre_on, True), ("without_nsp", pre_off, False)):
+        recorded = pre.run.get("settings", {}).get("use_nsp")
+        if recorded is not wanted:
+            _fail(f"the pretraining run of {name} should record use_nsp={wanted} in its "
+                  f"settings (train(..., settings=dict(..., use_nsp={wanted}))); it records "
+                  f"{recorded!r}.")
+        steps = pre.run.get("config", {}).get("steps")
+        if not pre.steps or pre.steps[-1] != steps:
+            _fail(f"the pretraining run of {name} did not finish its {steps} steps.")
+    if (_learning_settings(pre_on) != _learning_settings(pre_off)
+            or pre_on.run["settings"].get("batch") != pre_off.run["settings"].get("batch")):
+        _fail("pretrain both BERTs with the same training configuration and batch: only the "
+              "NSP loss may differ.")
+    accuracies = {}
+    for name, tune in (("with_nsp", tune_on), ("without_nsp", tune_off)):
+        if not tune.evals.get("accuracy"):
+            _fail(f"the fine-tuning run of {name} recorded no dev 'accuracy': fine-tune with "
+                  "finetune(..., evaluate=True), which scores the dev set at the end.")
+        accuracies[name] = tune.evals["accuracy"][-1]
+    if tune_on.run["id"] == tune_off.run["id"]:
+        _fail("the two fine-tuning runs are the same run: fine-tune each pretrained model.")
+    if _learning_settings(tune_on) != _learning_settings(tune_off):
+        _fail("fine-tune both models with the same settings.")
+    difference = accuracies["with_nsp"] - accuracies["without_nsp"]
+    _passed(f"SST-2 dev accuracy {accuracies['with_nsp']:.3f} with NSP, "
+            f"{accuracies['without_nsp']:.3f} without ({100 * difference:+.1f} points at this "
+            "budget); compare with the spread between fine-tuning seeds before concluding.")
 
 
 # --- Chapter 6: XLNet --------------------------------------------------------------------
 
 
-def check_perm_mask(perm_mask_of) -> None:
-    """Exercise 6.1: ``perm_mask_of(order, num_predict)`` builds the (T, T) ``perm_mask`` of a
-    factorization order whose last ``num_predict`` steps are predicted."""
-    from ctxlib.xlnet import perm_mask_from_order
+def check_stream_masks(stream_masks) -> None:
+    """Exercise 6.1: ``stream_masks(rank, num_predict, mem_len)`` gives the two streams' masks,
+    (T, mem_len + T) booleans, True = may attend, from the step at which each position comes."""
+    from ctxlib.xlnet import attention_masks, perm_mask_from_order
 
     g = torch.Generator().manual_seed(6)
-    for T, num_predict in ((5, 5), (8, 3), (12, 4), (7, 1)):
-        order = torch.randperm(T, generator=g)
-        expected = perm_mask_from_order(order, num_predict)
-        got = _expect_tensor(perm_mask_of(order.clone(), num_predict), "perm_mask", (T, T))
-        wrong = (got.float() != expected).nonzero()
-        if len(wrong):
-            i, j = wrong[0].tolist()
-            rule = ("a target may not see itself or any target that comes later in the order"
-                    if expected[i, j] else
-                    "everybody sees the context, and a target sees the targets before it")
-            _fail(f"for order {order.tolist()} with {num_predict} predicted, entry [{i}, {j}] "
-                  f"should be {int(expected[i, j])}: {rule} (1 = may NOT attend).")
-    _passed("context first, then each target sees only what precedes it in the order.")
+    for T, num_predict, M in ((5, 5, 0), (8, 3, 0), (12, 4, 3), (7, 1, 2)):
+        rank = torch.randperm(T, generator=g)  # rank[t]: the step at which position t comes
+        blocked = perm_mask_from_order(rank.argsort(), num_predict)[None]
+        content_blocked, query_blocked = attention_masks(1, T, M, perm_mask=blocked)
+        result = stream_masks(rank.clone(), num_predict, M)
+        if not isinstance(result, tuple) or len(result) != 2:
+            _fail("return two tensors: the content stream's mask and the query stream's.")
+        for got, expected_blocked, stream in zip(result, (content_blocked, query_blocked),
+                                                 ("content", "query")):
+            got = _expect_tensor(got, f"the {stream} stream's mask", (T, M + T))
+            if got.dtype != torch.bool:
+                _fail(f"the {stream} stream's mask should be a bool tensor (True = may attend).")
+            expected = ~expected_blocked[0]
+            if torch.equal(got, ~expected):
+                _fail("True means MAY attend here (the opposite of perm_mask's 1).")
+            wrong = (got != expected).nonzero()
+            if len(wrong):
+                i, j = wrong[0].tolist()
+                where = (f"memory slot {j}" if j < M else f"position {j - M}")
+                rule = ("memory is seen by every position" if j < M else
+                        "context positions are seen by all; a target is seen only by the "
+                        "positions that come after it in the order" +
+                        (", and by itself" if stream == "content" else
+                         " (a target's query stream never sees its own token)"))
+                _fail(f"with rank {rank.tolist()}, {num_predict} predicted and {M} memory "
+                      f"slots, may position {i} attend to {where} in the {stream} stream? "
+                      f"It should be {bool(expected[i, j])}: {rule}.")
+    _passed("memory and context for everyone; each target only after its turn in the order.")
 
 
 def check_relative_shift(relative_shift) -> None:

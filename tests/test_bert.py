@@ -197,21 +197,6 @@ def test_pack_pairs_builds_cls_a_sep_b_sep_with_segments():
     assert labels.tolist() == [0, 1]
 
 
-def test_masking_exercise_check_accepts_bert_and_rejects_all_mask():
-    from ctxlib.checks import ExerciseFailed, check_mask_tokens
-
-    def ours(ids, maskable, mask_id, vocab_size, generator):
-        return mask_tokens(ids, maskable, mask_id, (6, vocab_size), generator)
-
-    def always_mask(ids, maskable, mask_id, vocab_size, generator):
-        chosen = (torch.rand(ids.shape, generator=generator) < 0.15) & maskable
-        return torch.where(chosen, mask_id, ids), torch.where(chosen, ids, IGNORE_INDEX)
-
-    check_mask_tokens(ours)
-    with pytest.raises(ExerciseFailed, match="80%"):
-        check_mask_tokens(always_mask)
-
-
 def test_pretraining_loss_checks_its_labels():
     """No masked position would make the MLM loss a mean over nothing (NaN); a label outside the
     vocabulary or an NSP label other than 0/1 would fail deep inside the loss."""

@@ -1,11 +1,16 @@
 """Target checks of the GPU exercises read the run's own record, never a typed number."""
 
 import dataclasses
+import functools
+import math
 
 import pytest
+import torch
 
 from ctxlib import checks
+from ctxlib.batches import IGNORE_INDEX
 from ctxlib.checks import ExerciseFailed
+from ctxlib.gpt import top_p_logits
 from ctxlib.train import History, TrainConfig, train
 from tests.test_train import batches, fresh_model, loss_fn
 
@@ -72,3 +77,146 @@ def test_a_capped_code_path_run_is_not_graded(monkeypatch, capsys):
     checks.check_run_target(run, "dev_accuracy", 0.78, higher_is_better=True)
     captured = capsys.readouterr()
     assert "Correct" not in captured.out and "capped at 2 steps by CTXLIB_MAX_STEPS" in captured.err
+
+
+# --- Exercises whose answer is a function: the reference passes, a stub and plausible wrong
+# answers fail with a hint. ------------------------------------------------------------------
+
+
+def stub(*args):
+    raise NotImplementedError()
+
+
+def test_a_stub_fails_every_function_check():
+    for check in (checks.check_min_p, checks.check_typical, checks.check_whole_word_mask,
+                  checks.check_stream_masks):
+        with pytest.raises(NotImplementedError):
+            check(stub)
+
+
+def min_p(logits, ratio):
+    probs = logits.softmax(-1)
+    return logits.masked_fill(probs < ratio * probs.max(-1, keepdim=True).values, float("-inf"))
+
+
+def typical(logits, mass):
+    log_probs = logits.log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1, keepdim=True)
+    order = (-log_probs - entropy).abs().argsort(-1)
+    probs = log_probs.exp().gather(-1, order)
+    drop = torch.zeros_like(probs, dtype=torch.bool).scatter(
+        -1, order, probs.cumsum(-1) - probs >= mass)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def test_min_p_check(capsys):
+    checks.check_min_p(min_p)
+    # the same rule written on logits: log(ratio) added to the largest logit
+    checks.check_min_p(lambda z, r: z.masked_fill(
+        z < z.max(-1, keepdim=True).values + math.log(r), float("-inf")))
+    assert capsys.readouterr().out.count("Correct!") == 2
+    wrong = {  # ratio times the largest logit; top-p in disguise
+        "ratio times the largest logit": lambda z, r: z.masked_fill(
+            z < r * z.max(-1, keepdim=True).values, float("-inf")),
+        "top-p": lambda z, r: top_p_logits(z, r),
+    }
+    for answer in wrong.values():
+        with pytest.raises(ExerciseFailed, match="most likely token"):
+            checks.check_min_p(answer)
+
+
+def test_typical_check(capsys):
+    checks.check_typical(typical)
+    assert "Correct!" in capsys.readouterr().out
+    for answer in (lambda z, m: top_p_logits(z, m),  # ranked by probability, not typicality
+                   lambda z, m: typical(z, 1 - m),  # the mass the wrong way round
+                   lambda z, m: z):  # nothing filtered
+        with pytest.raises(ExerciseFailed, match="entropy"):
+            checks.check_typical(answer)
+
+
+def whole_words(ids, word_ids, mask_id, vocab_size, generator, per_token=False):
+    n_words = int(word_ids.max()) + 1
+    if per_token:  # the plausible mistake: choose tokens, as in exercise 5.1's first version
+        chosen = torch.rand(ids.shape, generator=generator) < 0.15
+    else:
+        chosen_word = torch.rand(ids.shape[0], n_words, generator=generator) < 0.15
+        chosen = chosen_word.gather(1, word_ids.clamp(min=0))
+    chosen &= word_ids >= 0
+    action = torch.rand(ids.shape, generator=generator)
+    random_ids = torch.randint(6, vocab_size, ids.shape, generator=generator)
+    masked = torch.where(chosen & (action < 0.8), mask_id, ids)
+    masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
+    return masked, torch.where(chosen, ids, IGNORE_INDEX)
+
+
+def test_whole_word_mask_check(capsys):
+    checks.check_whole_word_mask(whole_words)
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="chosen only in part"):
+        checks.check_whole_word_mask(functools.partial(whole_words, per_token=True))
+    with pytest.raises(ExerciseFailed, match="80% \\[MASK\\]"):  # every chosen token [MASK]
+        checks.check_whole_word_mask(lambda ids, w, m, v, g: (
+            torch.where(whole_words(ids, w, m, v, g)[1] != IGNORE_INDEX, m, ids),
+            whole_words(ids, w, m, v, torch.Generator().manual_seed(0))[1]))
+    with pytest.raises(ExerciseFailed, match="generator"):  # the global random state
+        checks.check_whole_word_mask(lambda ids, w, m, v, g: whole_words(
+            ids, w, m, v, torch.Generator().manual_seed(int(torch.randint(0, 99, (1,))))))
+    with pytest.raises(ExerciseFailed, match="special token"):
+        checks.check_whole_word_mask(lambda ids, w, m, v, g: whole_words(
+            ids, w.clamp(min=0), m, v, g))
+
+
+def streams(rank, num_predict, mem_len):
+    T = len(rank)
+    is_target = rank >= T - num_predict
+    content = ~is_target[None, :] | (rank[None, :] <= rank[:, None])
+    query = ~is_target[None, :] | (rank[None, :] < rank[:, None])
+    memory = torch.ones(T, mem_len, dtype=torch.bool)
+    return torch.cat([memory, content], 1), torch.cat([memory, query], 1)
+
+
+def test_stream_masks_check(capsys):
+    checks.check_stream_masks(streams)
+    assert "Correct!" in capsys.readouterr().out
+    wrong = {
+        "the query stream sees itself": lambda r, n, m: (streams(r, n, m)[0],) * 2,
+        "rank read as an order": lambda r, n, m: streams(r.argsort(), n, m),
+        "perm_mask's convention": lambda r, n, m: tuple(~s for s in streams(r, n, m)),
+        "memory left out": lambda r, n, m: tuple(s[:, m:] for s in streams(r, n, m)),
+    }
+    for answer in wrong.values():
+        with pytest.raises(ExerciseFailed):
+            checks.check_stream_masks(answer)
+
+
+def nsp_runs(monkeypatch, use_nsp=(True, False), accuracies=(0.61, 0.63), same_tune=False):
+    monkeypatch.setenv("CTXLIB_BUDGET", "smoke")
+    runs = {}
+    for name, flag, score in zip(("with_nsp", "without_nsp"), use_nsp, accuracies):
+        pre = train(fresh_model(), batches, loss_fn, CONFIG, device="cpu",
+                    settings={"batch": 4, "use_nsp": flag})
+        tune = train(fresh_model(), batches, loss_fn, CONFIG, device="cpu",
+                     eval_fn=lambda model, score=score: {"accuracy": score},
+                     settings={"pretrained_with_nsp": flag})
+        runs[name] = (pre, tune)
+    if same_tune:
+        runs["without_nsp"] = (runs["without_nsp"][0], runs["with_nsp"][1])
+    return runs
+
+
+def test_nsp_ablation_check_reads_the_runs(monkeypatch, capsys):
+    checks.check_nsp_ablation(nsp_runs(monkeypatch))
+    assert "0.610 with NSP, 0.630 without (-2.0 points" in capsys.readouterr().out
+    for typed in ({"with_nsp": 0.61, "without_nsp": 0.63},
+                  {"with_nsp": (0.61, 0.7), "without_nsp": (0.63, 0.7)}):
+        with pytest.raises(ExerciseFailed, match="not typed numbers"):
+            checks.check_nsp_ablation(typed)
+    with pytest.raises(ExerciseFailed, match="use_nsp=False"):  # NSP on in both
+        checks.check_nsp_ablation(nsp_runs(monkeypatch, use_nsp=(True, True)))
+    with pytest.raises(ExerciseFailed, match="same run"):
+        checks.check_nsp_ablation(nsp_runs(monkeypatch, same_tune=True))
+    runs = nsp_runs(monkeypatch)
+    runs["with_nsp"] = runs["with_nsp"][::-1]  # the pair the wrong way round
+    with pytest.raises(ExerciseFailed):
+        checks.check_nsp_ablation(runs)

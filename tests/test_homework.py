@@ -94,14 +94,16 @@ c.Execute.timeout = 300
 
 @pytest.mark.slow
 @pytest.mark.skipif(not NBGRADER.exists(), reason="nbgrader is not installed")
-@pytest.mark.parametrize("chapter", ["00_setup"])
+@pytest.mark.parametrize("chapter", ["00_setup", "04_gpt"])
 def test_nbgrader_generates_the_student_version_and_autogrades_both(tmp_path, chapter):
     (tmp_path / "source" / "ps1").mkdir(parents=True)
     shutil.copy(ROOT / "notebooks" / f"{chapter}.ipynb", tmp_path / "source" / "ps1")
     (tmp_path / "nbgrader_config.py").write_text(NBGRADER_CONFIG)
 
     # nbgrader runs other tools of its environment (alembic) by name: put them on the PATH.
-    env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # Graded under smoke, as the instructor guide says, whatever the calling shell's budget.
+    env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "CTXLIB_BUDGET": "smoke"}
 
     def nbgrader(*args):
         done = subprocess.run([str(NBGRADER), *args, "--force"], cwd=tmp_path, env=env,

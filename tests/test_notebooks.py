@@ -150,3 +150,14 @@ def test_notebook_code_fits_the_page():
                            "88", str(ROOT / "notebooks")], capture_output=True, text=True,
                           check=False)
     assert long.returncode == 0, long.stdout
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_stored_figure_has_a_description(path):
+    """A figure in the book needs alt text (cell metadata mystnb.image.alt): a screen reader
+    otherwise reads out a file name. The browser test checks the same in the built pages."""
+    for cell in code_cells(read(path)):
+        shows_image = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        if shows_image:
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
+            assert len(alt) > 20, f"a figure without alt text, in the cell: {cell.source[:80]!r}"

@@ -186,13 +186,16 @@ def results_path(name: str) -> Path:
 
 def save_results(name: str, curves: Sequence[Curve], **facts: Any) -> Path:
     """Write the curves (per-seed scores, chosen settings, reference lines) to JSON, with the
-    budget and device that produced them and any other ``facts`` worth keeping."""
+    budget and device that produced them and any other ``facts`` worth keeping. Says where,
+    relative to the current directory (a stored notebook output shows no machine's paths),
+    and returns the path."""
     path = results_path(name)
     record = {"chapter": name, "budget": current_budget()[0], "device": describe_device(),
               "torch": torch.__version__, **facts,
               "tasks": {c.task: {k: v for k, v in asdict(c).items() if k != "task"}
                         for c in curves}}
     path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"numbers written to {os.path.relpath(path)}")
     return path
 
 
@@ -228,14 +231,13 @@ def probe_arm(train_features: Sequence[torch.Tensor], train_labels: Sequence[tor
         return (torch.cat([features[r] for r in rows])[:, None].float(),
                 torch.cat([labels[r] for r in rows]))
 
+    dev = stack(dev_features, dev_labels, range(len(dev_features)))  # scored once per fit
+
     def fit(rows, seed, l2):
         return fit_linear_probe(*stack(train_features, train_labels, rows), num_classes, l2=l2)
 
     def score(probe, rows):
-        if rows is None:
-            x, y = stack(dev_features, dev_labels, range(len(dev_features)))
-        else:
-            x, y = stack(train_features, train_labels, rows)
+        x, y = dev if rows is None else stack(train_features, train_labels, rows)
         return (probe.predict(x) == y).float().mean().item()
 
     return Arm(fit, score, tuple(l2s))

@@ -161,3 +161,12 @@ def test_every_stored_figure_has_a_description(path):
         if shows_image:
             alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
             assert len(alt) > 20, f"a figure without alt text, in the cell: {cell.source[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_outputs_show_no_path_of_the_machine_that_ran_them(path):
+    """Readers see the stored outputs: paths there are relative to the project or data folder."""
+    for cell in code_cells(read(path)):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            assert str(ROOT) not in text, f"{ROOT} in the output of: {cell.source[:80]!r}"

@@ -79,6 +79,7 @@ def test_results_round_trip_and_go_where_they_should(tmp_path, monkeypatch, caps
     protocol.print_table(curve)
     table = capsys.readouterr().out
     assert "0.650 ± 0.050" in table and "majority: 0.200" in table
+    assert "numbers written to book/09_x.json" in table  # relative: no machine's paths shown
 
 
 def test_a_probe_arm_learns_separable_features_and_the_lookup_baseline_counts():

@@ -15,6 +15,7 @@ ctxlib's. One file per topic:
   "what does pretraining buy?" (learning curves over the number of labels, 3 seeds, settings
   chosen on held-out training data, results written to JSON)
 - ``elmo``, ``gpt``, ``bert``, ``xlnet``: the four models, one file each, with their objectives
+- ``pretrained``: course checkpoints, a chapter's model pretrained about an hour, by name
 - ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
 - ``checks``: exercise checkers
 """

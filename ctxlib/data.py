@@ -231,10 +231,10 @@ def _verify(path: Path, expected: str) -> None:
     _verified.add(key)
 
 
-def _local_candidates(file: RemoteFile) -> list[tuple[Path, str]]:
+def _local_candidates(file: RemoteFile, first_dirs=()) -> list[tuple[Path, str]]:
     """(path, expected sha256) pairs where the file may already be, in lookup order."""
     found = []
-    for directory in data_dirs():
+    for directory in [*first_dirs, *data_dirs()]:
         stored = directory / file.stored_path
         found.append((stored, file.sha256_stored))
         if stored.suffix == ".gz":  # an uncompressed copy next to it is fine too
@@ -276,8 +276,13 @@ def _download(url: str, dest: Path) -> None:
 
 def fetch(name: str, split: str | None = None) -> Path:
     """Local path of the verified file of data set ``name`` (see the module docstring)."""
-    file = remote_file(name, split)
-    for path, expected in _local_candidates(file):
+    return fetch_file(remote_file(name, split), repr(name))
+
+
+def fetch_file(file: RemoteFile, what: str, first_dirs=()) -> Path:
+    """Local path of the verified ``file``: looked for in ``first_dirs``, then as ``fetch``
+    does. ``what`` names it in messages (the course checkpoints use this too)."""
+    for path, expected in _local_candidates(file, first_dirs):
         if not path.is_file():
             continue
         try:
@@ -314,17 +319,17 @@ def fetch(name: str, split: str | None = None) -> Path:
         # The connection dropped mid-file (urllib wraps failures to connect in URLError, so
         # these come from reading the response): a network hiccup that a new try usually fixes.
         raise DataNotFound(
-            f"the download of {name!r} was cut before the end ({error}); the partial file was "
+            f"the download of {what} was cut before the end ({error}); the partial file was "
             f"removed. Run again to download it again (from {file.url})."
         ) from None
     except (urllib.error.URLError, OSError) as error:
         raise DataNotFound(
-            f"could not find or download {name!r} ({error}). Fetch {file.url} and save it as "
+            f"could not find or download {what} ({error}). Fetch {file.url} and save it as "
             f"{destination}, or set CTXLIB_DATA to a directory holding {file.stored_path}."
             + _missing_data_dirs()
         ) from None
     except ChecksumMismatch as error:
-        raise ChecksumMismatch(f"the download of {name!r} is corrupt and was removed: {error}")
+        raise ChecksumMismatch(f"the download of {what} is corrupt and was removed: {error}")
     finally:
         temporary.unlink(missing_ok=True)
     return destination

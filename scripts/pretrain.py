@@ -13,6 +13,13 @@ processes see N times the batch of one, so that is another run than the notebook
 of processes is part of a run's identity), and the notebook keeps it aside rather than resume it.
 Load its weights with ``ctxlib.train.load_weights(path, model)``.
 
+With ``--course`` it makes the course checkpoint that chapter 4 loads: the cpu budget's sizes,
+pretrained for ``COURSE_STEPS`` steps (about an hour on 2 CPU cores), written in half precision
+to ``pretrained/`` with its tokenizer, data, steps, wall time and validation curve
+(``ctxlib.pretrained``).
+
+    python scripts/pretrain.py gpt --course
+
 Models: ``gpt`` (chapter 4, the WikiText-2 GPT).
 """
 
@@ -29,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 import ctxlib
+from ctxlib import pretrained
 from ctxlib.batches import lm_windows
 from ctxlib.gpt import GPT, GPTConfig
 from ctxlib.tokenizers import BPETokenizer
@@ -48,9 +56,14 @@ GPT_BUDGETS = {
              "train": {"steps": 5000, "lr": 6e-4, "warmup_steps": 200, "eval_every": 500, "compile": True}},
 }
 
+# The course checkpoint: the cpu budget's model, pretrained about an hour on 2 CPU cores.
+COURSE_STEPS = {"gpt": 12_000}
+COURSE_FILES = {"gpt": "gpt_wikitext2.pt"}
 
-def pretrain_gpt(budget: str, steps: int | None = None) -> float:
-    """Chapter 4's WikiText-2 GPT under ``budget``; returns the final validation loss."""
+
+def pretrain_gpt(budget: str, steps: int | None = None):
+    """Chapter 4's WikiText-2 GPT under ``budget``: returns the model, its tokenizer, the
+    training history and the validation function."""
     cfg = GPT_BUDGETS[budget]
     text = ctxlib.data.load_wikitext2("train")
     if cfg["wiki_chars"]:
@@ -81,7 +94,40 @@ def pretrain_gpt(budget: str, steps: int | None = None) -> float:
         eval_fn=evaluate,
         settings={"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
     )
-    return history.last_eval()["valid_loss"]
+    return model, bpe, history, evaluate
+
+
+def export_course_checkpoint(model, bpe, history, evaluate, budget: str,
+                             folder: Path = ROOT / "pretrained") -> Path:
+    """Write the finished run as the course checkpoint ``pretrained/gpt_wikitext2.pt``,
+    with how it was made, and say how much half precision changed its validation loss."""
+    cfg = GPT_BUDGETS[budget]
+    steps = history.steps[-1]
+    info = {
+        "data": "WikiText-2 train",
+        "command": f"python scripts/pretrain.py gpt --course  (the {budget} budget's sizes)",
+        "steps": steps,
+        "batch": cfg["batch"],
+        "block_size": model.config.block_size,
+        "tokens_seen": steps * cfg["batch"] * model.config.block_size,
+        "lr": cfg["train"]["lr"],
+        "warmup_steps": cfg["train"]["warmup_steps"],
+        "wall_seconds": round(sum(history.seconds), 1),
+        "machine": f"{torch.get_num_threads()} CPU threads" if history.run.get("device") == "cpu"
+        else str(history.run.get("device")),
+        "torch": str(torch.__version__),
+        "valid_steps": list(history.eval_steps),
+        "valid_loss": [round(v, 4) for v in history.evals["valid_loss"]],
+    }
+    path = folder / COURSE_FILES["gpt"]
+    pretrained.save(path, "gpt", "gpt", model, bpe, info)
+    half = pretrained.read(path)
+    info["valid_loss_half_precision"] = round(evaluate(half.model)["valid_loss"], 4)
+    pretrained.save(path, "gpt", "gpt", model, bpe, info)
+    print(f"{half.describe()}; in half precision {info['valid_loss_half_precision']:.3f}")
+    print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, "
+          f"sha256 {ctxlib.data.sha256_of(path)}")
+    return path
 
 
 def main() -> None:
@@ -91,14 +137,22 @@ def main() -> None:
     parser.add_argument("--budget", choices=ctxlib.BUDGETS, default=None,
                         help="default: CTXLIB_BUDGET, else gpu with CUDA, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's steps")
+    parser.add_argument("--course", action="store_true",
+                        help="the course checkpoint: the cpu budget's sizes, pretrained "
+                             f"{COURSE_STEPS['gpt']:,} steps, written to pretrained/")
     args = parser.parse_args()
+    if args.course:
+        args.budget, args.steps = "cpu", args.steps or COURSE_STEPS[args.model]
     if args.budget:
         os.environ["CTXLIB_BUDGET"] = args.budget
     budget = ctxlib.current_budget()[0]
-    valid_loss = pretrain_gpt(budget, args.steps)
+    model, bpe, history, evaluate = pretrain_gpt(budget, args.steps)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"{args.model} ({budget} budget): validation loss {valid_loss:.3f}, checkpoint "
+        print(f"{args.model} ({budget} budget): validation loss "
+              f"{history.last_eval()['valid_loss']:.3f}, checkpoint "
               f"{ctxlib.checkpoint_path('wiki_gpt')}")
+        if args.course:
+            export_course_checkpoint(model, bpe, history, evaluate, budget)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,120 @@
+"""Course checkpoints: a chapter's model pretrained well past its cpu budget, found by name.
+
+A chapter pretrains its model live, for a few minutes. To show what *more* pretraining buys,
+the course ships the same model pretrained for about an hour on 2 CPU cores by
+``scripts/pretrain.py`` (the chapter's own code and sizes, only more steps), as a small file
+that records everything needed to use and to judge it:
+
+- the model's configuration and its weights in half precision (the file stays a few MB;
+  ``load`` returns float32 weights);
+- the tokenizer it was trained with;
+- how it was pretrained: data, steps, batch, tokens seen, wall time, machine, and the
+  validation curve.
+
+Like the data sets, each is found by name (``load("gpt")``): first in the repository's
+``pretrained/`` folder (tests, CI and a local clone use that copy), then in ``CTXLIB_DATA``
+and the cache, else downloaded from its address, pinned to the commit that added it, and
+checked against its SHA-256. The file loads with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxlib import REPO_URL, data
+from ctxlib.data import RemoteFile
+from ctxlib.tokenizers import BPETokenizer
+
+FORMAT = "ctxlib-course-checkpoint-1"
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]  # holds pretrained/ in a checkout
+
+# name -> the published file. The address is pinned to the commit that added the file, so
+# its bytes never change; a test checks the local copy against the checksum.
+_COMMIT = "9ea73f9cf973374706f0867df74ffa8867184cda"  # the commit that added the files
+_FILES = f"https://raw.githubusercontent.com/{REPO_URL.removeprefix('https://github.com/')}/{_COMMIT}"
+_GPT_SHA256 = "fd4a3627c40092e9d7c8abf6b4240cd9fc0a7688e83c3f26a548a9cf8011188e"
+COURSE_CHECKPOINTS: dict[str, RemoteFile] = {
+    "gpt": RemoteFile("pretrained/gpt_wikitext2.pt", f"{_FILES}/pretrained/gpt_wikitext2.pt",
+                      _GPT_SHA256, _GPT_SHA256, 3_735_846),
+}
+
+
+@dataclass
+class Pretrained:
+    """A loaded course checkpoint: the model (float32, eval mode), its tokenizer, and how it
+    was pretrained (``info``: data, steps, batch, tokens, wall time, validation curve)."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: BPETokenizer
+    info: dict[str, Any]
+
+    def describe(self) -> str:
+        """One line: what was trained, on what, for how long, and how well."""
+        i = self.info
+        params = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"course checkpoint {self.name!r}: {params:,} parameters, {i['steps']:,} steps "
+            f"on {i['data']} ({i['tokens_seen'] / 1e6:.1f} M tokens), "
+            f"{i['wall_seconds'] / 60:.0f} min on {i['machine']}; "
+            f"validation loss {i['valid_loss'][-1]:.3f}"
+        )
+
+
+def _model_classes() -> dict[str, tuple[type, type]]:
+    from ctxlib.gpt import GPT, GPTConfig  # imported here: each model file stays on its own
+
+    return {"gpt": (GPTConfig, GPT)}
+
+
+def save(path: str | Path, name: str, kind: str, model: torch.nn.Module,
+         tokenizer: BPETokenizer, info: dict[str, Any]) -> Path:
+    """Write a course checkpoint: ``model`` (of ``kind``, e.g. ``"gpt"``) in half precision,
+    its configuration, ``tokenizer`` and ``info`` (plain values only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "name": name,
+        "kind": kind,
+        "config": dataclasses.asdict(model.config),
+        "weights": {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()},
+        "tokenizer": {"special_tokens": list(tokenizer.special_tokens),
+                      "merges": [list(pair) for pair in tokenizer.merges]},
+        "info": info,
+    }
+    torch.save(blob, path)
+    return path
+
+
+def read(path: str | Path, name: str = "") -> Pretrained:
+    """Load a course checkpoint file (``weights_only``: no code is run from it)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a course checkpoint (format {FORMAT!r}).")
+    config_class, model_class = _model_classes()[blob["kind"]]
+    model = model_class(config_class(**blob["config"]))
+    model.load_state_dict({k: v.float() for k, v in blob["weights"].items()})
+    tokenizer = BPETokenizer([tuple(m) for m in blob["tokenizer"]["merges"]],
+                             tuple(blob["tokenizer"]["special_tokens"]))
+    return Pretrained(name or blob["name"], model.eval(), tokenizer, blob["info"])
+
+
+def find(name: str) -> Path:
+    """The verified local path of course checkpoint ``name`` (downloaded if needed)."""
+    if name not in COURSE_CHECKPOINTS:
+        known = ", ".join(COURSE_CHECKPOINTS) or "none yet"
+        raise KeyError(f"no course checkpoint called {name!r}; known: {known}. "
+                       "scripts/pretrain.py makes them.")
+    return data.fetch_file(COURSE_CHECKPOINTS[name], f"course checkpoint {name!r}",
+                           first_dirs=[REPOSITORY_ROOT])
+
+
+def load(name: str) -> Pretrained:
+    """Course checkpoint ``name`` (see the module docstring), ready to use."""
+    return read(find(name), name)

@@ -1,0 +1,94 @@
+"""Course checkpoints: written and read back exactly, found by name, verified, and the shipped
+ones the model and sizes that chapter 4 says they are."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ctxlib import pretrained
+from ctxlib.data import ChecksumMismatch, RemoteFile, sha256_of
+from ctxlib.gpt import GPT, GPTConfig
+from ctxlib.tokenizers import BPETokenizer
+from ctxlib.train import History
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from pretrain import COURSE_FILES, COURSE_STEPS, GPT_BUDGETS, export_course_checkpoint
+
+INFO_FIELDS = {"data", "command", "steps", "batch", "block_size", "tokens_seen", "lr",
+               "warmup_steps", "wall_seconds", "machine", "torch", "valid_steps", "valid_loss",
+               "valid_loss_half_precision"}
+
+
+@pytest.fixture
+def tiny():
+    torch.manual_seed(0)
+    bpe = BPETokenizer.train("the cat sat on the mat. the dog sat on the log. " * 20, 270)
+    config = GPTConfig(vocab_size=bpe.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    return GPT(config), bpe
+
+
+def test_export_writes_a_file_that_reads_back_as_the_same_model_in_half_precision(tiny, tmp_path):
+    model, bpe = tiny
+    history = History(steps=[1, 2, 3], seconds=[0.5, 0.5, 0.5], eval_steps=[3],
+                      evals={"valid_loss": [4.25]}, run={"device": "cpu"})
+
+    def evaluate(m):
+        ids = torch.tensor([bpe.encode(" the cat sat on the mat.")])
+        return {"valid_loss": m(ids[:, :-1], targets=ids[:, 1:])[1].item()}
+
+    path = export_course_checkpoint(model, bpe, history, evaluate, "smoke", tmp_path)
+    loaded = pretrained.read(path)
+    assert set(loaded.info) == INFO_FIELDS
+    assert loaded.info["steps"] == 3 and loaded.info["wall_seconds"] == 1.5
+    assert loaded.tokenizer.merges == bpe.merges
+    assert loaded.model.config == model.config and not loaded.model.training
+    for name, weight in model.state_dict().items():  # equal up to half precision's rounding
+        torch.testing.assert_close(loaded.model.state_dict()[name], weight.half().float())
+    # the stored half-precision loss is the loss of the model that was read back
+    assert loaded.info["valid_loss_half_precision"] == pytest.approx(
+        evaluate(loaded.model)["valid_loss"], abs=1e-4)
+    assert "course checkpoint 'gpt'" in loaded.describe()
+
+
+def test_a_file_that_is_not_a_course_checkpoint_is_refused(tmp_path):
+    torch.save({"state": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a course checkpoint"):
+        pretrained.read(tmp_path / "other.pt")
+
+
+def test_an_unknown_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match="known: gpt"):
+        pretrained.find("gtp")
+
+
+def test_a_damaged_copy_is_never_loaded(tiny, tmp_path, monkeypatch):
+    model, bpe = tiny
+    good = pretrained.save(tmp_path / "good" / "pretrained" / "x.pt", "x", "gpt", model, bpe,
+                           {})
+    entry = RemoteFile("pretrained/x.pt", "https://example.invalid/x.pt", sha256_of(good),
+                       sha256_of(good), good.stat().st_size)
+    monkeypatch.setitem(pretrained.COURSE_CHECKPOINTS, "x", entry)
+    monkeypatch.setattr(pretrained, "REPOSITORY_ROOT", tmp_path / "good")
+    assert pretrained.find("x") == good
+    good.write_bytes(good.read_bytes()[:-100])  # a cut copy
+    with pytest.raises(ChecksumMismatch, match="damaged"):
+        pretrained.find("x")
+
+
+@pytest.mark.parametrize("name", sorted(pretrained.COURSE_CHECKPOINTS))
+def test_the_shipped_checkpoint_is_the_chapters_model_pretrained_longer(name):
+    entry = pretrained.COURSE_CHECKPOINTS[name]
+    assert entry.stored_path == f"pretrained/{COURSE_FILES[name]}"
+    assert entry.url.endswith(entry.stored_path) and "/main/" not in entry.url  # pinned
+    path = pretrained.find(name)  # verified against its sha256
+    assert path.stat().st_size == entry.size < 10_000_000
+    loaded = pretrained.load(name)
+    cpu = GPT_BUDGETS["cpu"]
+    config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
+    assert config == cpu["model"] and loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
+    assert set(loaded.info) == INFO_FIELDS and loaded.info["steps"] == COURSE_STEPS[name]
+    curve = loaded.info["valid_loss"]
+    assert curve[-1] < curve[0] and abs(loaded.info["valid_loss_half_precision"] - curve[-1]) < 0.01

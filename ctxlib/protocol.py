@@ -151,22 +151,27 @@ def sample(rows: list[int], n: int, seed: int) -> list[int]:
     return sorted(random.Random(1000 + seed).sample(rows, n))
 
 
-def print_table(curve: Curve, compare: tuple[str, str] | None = None) -> None:
+def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str]] = ()) -> None:
     """One row per number of labels: each arm's mean ± standard deviation over seeds, and,
-    with ``compare=(a, b)``, the gain of ``a`` over ``b`` and whether it passes the 2-sd bar."""
+    with ``compare=(a, b)`` (or several such pairs), the gain of ``a`` over ``b`` and whether
+    it passes the 2-sd bar."""
+    pairs = [compare] if compare and isinstance(compare[0], str) else list(compare)
     names = list(curve.scores)
     width = max(16, *(len(n) + 2 for n in names))
-    header = f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)"
-    print(header)
+    print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)")
+    gains = [f"gain {k + 1}" if len(pairs) > 1 else "gain" for k in range(len(pairs))]
     print(f"{'labels':>8}" + "".join(f"{n:>{width}}" for n in names)
-          + (f"{'gain':>10}  > 2 sd?" if compare else ""))
+          + "".join(f"{g:>10}  > 2 sd?" for g in gains))
     for n in curve.sizes:
         row = f"{n:>8,}" + "".join(
             f"{f'{curve.mean(a, n):.3f} ± {curve.std(a, n):.3f}':>{width}}" for a in names)
-        if compare:
-            difference, clear = curve.gain(*compare, n)
-            row += f"{difference:>+10.3f}  {'yes' if clear else 'no'}"
-        print(row)
+        for pair in pairs:
+            difference, clear = curve.gain(*pair, n)
+            row += f"{difference:>+10.3f}  {'yes' if clear else 'no':<7}"
+        print(row.rstrip())
+    if len(pairs) > 1:
+        for gain, (a, b) in zip(gains, pairs):
+            print(f"{'':>8}{gain}: {a} minus {b}")
     for label, value in curve.lines.items():
         print(f"{'':>8}{label}: {value:.3f}")
 

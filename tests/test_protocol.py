@@ -82,6 +82,15 @@ def test_results_round_trip_and_go_where_they_should(tmp_path, monkeypatch, caps
     assert "numbers written to book/09_x.json" in table  # relative: no machine's paths shown
 
 
+def test_a_table_compares_several_pairs_of_arms(capsys):
+    curve = Curve("t", "accuracy", [10], [0, 1, 2],
+                  {"a": {10: [0.80, 0.81, 0.82]}, "b": {10: [0.60, 0.61, 0.62]}})
+    protocol.print_table(curve, compare=[("a", "b"), ("b", "a")])
+    table = capsys.readouterr().out
+    assert "+0.200  yes" in table and "-0.200  no" in table
+    assert "gain 1: a minus b" in table and "gain 2: b minus a" in table
+
+
 def test_a_probe_arm_learns_separable_features_and_the_lookup_baseline_counts():
     g = torch.Generator().manual_seed(0)
     labels = [torch.randint(0, 3, (5,), generator=g) for _ in range(60)]

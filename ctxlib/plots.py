@@ -212,7 +212,8 @@ def plot_learning_curves(curves, baselines: tuple[str, ...] = (), title_prefix: 
     """One panel per task of ``ctxlib.protocol`` curves: the score against the number of
     labelled items (log scale), each arm's mean over seeds with a band of ± one standard
     deviation and every seed as a dot; arms named in ``baselines`` and constant reference
-    lines (a majority class) are drawn grey and dashed. Returns the figure."""
+    lines (a majority class) are drawn grey and dashed; one legend under the panels names
+    them all. Returns the figure."""
     fig, axes = panels(len(curves), height=3.2)
     colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
     arm_colour: dict[str, str] = {}
@@ -241,5 +242,11 @@ def plot_learning_curves(curves, baselines: tuple[str, ...] = (), title_prefix: 
         ax.set_ylabel(curve.metric)
         ax.set_title(f"{title_prefix}{curve.task}")
         ax.grid(alpha=0.3)
-        ax.legend()
+    # One legend for the figure, under the panels: inside a panel it covers the points.
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center",
+               ncols=min(len(entries), 4))
     return fig

@@ -122,8 +122,10 @@ def test_learning_curves_plot_one_panel_per_task():
     fig = plot_learning_curves([curve, curve], baselines=("naive Bayes",))
     visible = [ax for ax in fig.axes if ax.axison]
     assert len(visible) == 2 and visible[0].get_xscale() == "log"
-    assert {t.get_text() for t in visible[0].get_legend().get_texts()} == {
-        "pretrained", "naive Bayes", "majority class"}
+    assert all(ax.get_legend() is None for ax in visible)  # no legend over the points
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "pretrained", "naive Bayes", "majority class"]
 
 
 def test_a_setting_can_be_chosen_once_for_every_size():

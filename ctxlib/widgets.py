@@ -72,8 +72,20 @@ def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
     def settings():
         return (temperature.value, top_k.value or None, top_p.value if top_p.value < 1 else None)
 
+    def prompt_ids(output, keep_last: int | None = None):
+        """The prompt's ids (B=1, T), or None after saying in ``output`` that it is empty."""
+        ids = tokenizer.encode(text.value)
+        if not ids:
+            with output:
+                output.clear_output(wait=True)
+                print("Type a prompt: the model continues a text of at least one token.")
+            return None
+        return torch.tensor([ids[-keep_last:] if keep_last else ids], device=device)
+
     def show_distribution(*_):
-        ids = torch.tensor([tokenizer.encode(text.value)[-model.config.block_size:]], device=device)
+        ids = prompt_ids(chart, keep_last=model.config.block_size)
+        if ids is None:
+            return
         t, k, p = settings()
         with torch.no_grad():
             logits = model.eval()(ids)[:, -1, :] / t
@@ -87,7 +99,9 @@ def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
             plt.show()
 
     def draw_sample(*_):
-        ids = torch.tensor([tokenizer.encode(text.value)], device=device)
+        ids = prompt_ids(sample)
+        if ids is None:
+            return
         t, k, p = settings()
         out = model.generate(ids, max_new_tokens, temperature=t, top_k=k, top_p=p)
         with sample:

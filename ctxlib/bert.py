@@ -336,6 +336,51 @@ def pack_pairs(pairs, cls_id: int, sep_id: int, pad_id: int):
     return input_ids, token_type_ids, attention_mask, labels
 
 
+def pretraining_batch(documents: list[list[list[int]]], size: int, tokenizer, max_tokens: int,
+                      rng: random.Random, generator: torch.Generator):
+    """``size`` masked sentence pairs from tokenised ``documents``, ready for
+    ``BertForPreTraining``: (input_ids, token_type_ids, attention_mask, mlm_labels (B, T),
+    nsp_labels (B,)). ``tokenizer`` gives the ids of [CLS], [SEP], [PAD] and [MASK]; its
+    special tokens are never masked nor drawn as random replacements. ``rng`` draws the pairs,
+    ``generator`` the masks, so a seeded run draws the same batches every time."""
+    cls_id, sep_id, pad_id, mask_id = (
+        tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"))
+    first_ordinary = len(tokenizer.special_tokens)  # ids below this are special tokens
+    pairs = [sentence_pair(documents, max_tokens, rng) for _ in range(size)]
+    input_ids, token_type_ids, attention_mask, nsp_labels = pack_pairs(pairs, cls_id, sep_id,
+                                                                       pad_id)
+    maskable = input_ids >= first_ordinary  # never [CLS], [SEP] or padding
+    masked, mlm_labels = mask_tokens(input_ids, maskable, mask_id,
+                                     (first_ordinary, tokenizer.vocab_size), generator)
+    return masked, token_type_ids, attention_mask, mlm_labels, nsp_labels
+
+
+def pretraining_loss(model: BertForPreTraining, batch, use_nsp: bool = True) -> torch.Tensor:
+    """MLM + NSP loss of a ``pretraining_batch`` (MLM alone without ``use_nsp``)."""
+    ids, segments, mask, mlm_labels, nsp_labels = (
+        t.to(next(model.parameters()).device) for t in batch)
+    return model(ids, segments, mask, mlm_labels=mlm_labels,
+                 nsp_labels=nsp_labels if use_nsp else None).loss
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: BertForPreTraining, batch, chunk: int = 64) -> dict[str, float]:
+    """Validation MLM loss (the mean over chunks of ``chunk`` pairs) and NSP accuracy on a
+    fixed ``pretraining_batch``; the model is put back in training mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    pairs = len(batch[0])
+    mlm, nsp_correct = [], 0
+    for start in range(0, pairs, chunk):
+        ids, segments, mask, mlm_labels, nsp_labels = (
+            t[start : start + chunk].to(device) for t in batch)
+        out = model(ids, segments, mask, mlm_labels=mlm_labels, nsp_labels=nsp_labels)
+        mlm.append(out.mlm_loss.item())
+        nsp_correct += (out.nsp_logits.argmax(-1) == nsp_labels).sum().item()
+    model.train()
+    return {"mlm_loss": sum(mlm) / len(mlm), "nsp_accuracy": nsp_correct / pairs}
+
+
 # --- Hugging Face weights -------------------------------------------------------------------
 
 

@@ -397,6 +397,22 @@ def wikitext2_articles(split: str = "train") -> list[list[str]]:
     return articles
 
 
+def wikitext2_sentences(split: str = "train") -> list[list[str]]:
+    """WikiText-2 articles as lists of sentences (BERT's pretraining documents): headings
+    dropped, paragraphs cut at `` . ``; articles of fewer than two sentences are left out,
+    since they cannot give a sentence pair."""
+    articles = []
+    for lines in wikitext2_articles(split):
+        sentences = []
+        for line in lines:
+            if line.startswith("="):
+                continue
+            sentences += [s.strip() + " ." for s in line.split(" . ") if s.strip()]
+        if len(sentences) >= 2:
+            articles.append(sentences)
+    return articles
+
+
 def load_sst2(split: str = "train") -> list[tuple[str, int]]:
     """SST-2 as ``(sentence, label)`` pairs; label 1 = positive, 0 = negative."""
     lines = read_text(fetch("sst2", split)).splitlines()

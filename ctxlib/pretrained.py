@@ -33,14 +33,22 @@ from ctxlib.tokenizers import BPETokenizer
 FORMAT = "ctxlib-course-checkpoint-1"
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]  # holds pretrained/ in a checkout
 
-# name -> the published file. The address is pinned to the commit that added the file, so
-# its bytes never change; a test checks the local copy against the checksum.
-_COMMIT = "9ea73f9cf973374706f0867df74ffa8867184cda"  # the commit that added the files
-_FILES = f"https://raw.githubusercontent.com/{REPO_URL.removeprefix('https://github.com/')}/{_COMMIT}"
-_GPT_SHA256 = "fd4a3627c40092e9d7c8abf6b4240cd9fc0a7688e83c3f26a548a9cf8011188e"
+# name -> the published file. Each address is pinned to the commit that added the file, so its
+# bytes never change; a test checks the local copy against the checksum.
+_FILES = f"https://raw.githubusercontent.com/{REPO_URL.removeprefix('https://github.com/')}"
+
+
+def _published(path: str, commit: str, sha256: str, size: int) -> RemoteFile:
+    return RemoteFile(path, f"{_FILES}/{commit}/{path}", sha256, sha256, size)
+
+
 COURSE_CHECKPOINTS: dict[str, RemoteFile] = {
-    "gpt": RemoteFile("pretrained/gpt_wikitext2.pt", f"{_FILES}/pretrained/gpt_wikitext2.pt",
-                      _GPT_SHA256, _GPT_SHA256, 3_735_846),
+    "gpt": _published("pretrained/gpt_wikitext2.pt", "9ea73f9cf973374706f0867df74ffa8867184cda",
+                      "fd4a3627c40092e9d7c8abf6b4240cd9fc0a7688e83c3f26a548a9cf8011188e",
+                      3_735_846),
+    "bert": _published("pretrained/bert_wikitext2.pt", "4479103a5666516f94a26a109cdab5f4df3667da",
+                       "945fe854c1c3bb906403a6c52aa7e0b11ce8d829920ad1cb5b881cf3859646fc",
+                       2_790_917),
 }
 
 
@@ -62,14 +70,16 @@ class Pretrained:
             f"course checkpoint {self.name!r}: {params:,} parameters, {i['steps']:,} steps "
             f"on {i['data']} ({i['tokens_seen'] / 1e6:.1f} M tokens), "
             f"{i['wall_seconds'] / 60:.0f} min on {i['machine']}; "
-            f"validation loss {i['valid_loss'][-1]:.3f}"
+            f"validation {i.get('valid_loss_is', 'loss')} {i['valid_loss'][-1]:.3f}"
         )
 
 
 def _model_classes() -> dict[str, tuple[type, type]]:
-    from ctxlib.gpt import GPT, GPTConfig  # imported here: each model file stays on its own
+    # imported here: each model file stays on its own
+    from ctxlib.bert import BertConfig, BertForPreTraining
+    from ctxlib.gpt import GPT, GPTConfig
 
-    return {"gpt": (GPTConfig, GPT)}
+    return {"gpt": (GPTConfig, GPT), "bert_pretraining": (BertConfig, BertForPreTraining)}
 
 
 def save(path: str | Path, name: str, kind: str, model: torch.nn.Module,

@@ -17,11 +17,15 @@ from ctxlib.bert import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
+    evaluate_pretraining,
     load_encoder,
     mask_tokens,
     pack_pairs,
+    pretraining_batch,
+    pretraining_loss,
     sentence_pair,
 )
+from ctxlib.tokenizers import BPETokenizer
 
 VOCAB, POSITIONS = 99, 40
 
@@ -195,6 +199,42 @@ def test_pack_pairs_builds_cls_a_sep_b_sep_with_segments():
     assert segments.tolist() == [[0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1]]
     assert mask.tolist() == [[1, 1, 1, 1, 1, 1, 0], [1] * 7]
     assert labels.tolist() == [0, 1]
+
+
+def test_pretraining_batch_masks_only_ordinary_tokens_of_cls_a_sep_b_sep_pairs():
+    bpe = BPETokenizer.train("the cat sat on the mat . the dog ate the log . " * 30, 280)
+    sentences = ["the cat sat on the mat .", "the dog ate the log .", "the mat sat ."] * 4
+    docs = [bpe.encode_batch(sentences) for _ in range(3)]
+    cls_id, sep_id, pad_id, mask_id = (bpe.token_to_id(t)
+                                       for t in ("[CLS]", "[SEP]", "[PAD]", "[MASK]"))
+    ids, segments, attention, mlm_labels, nsp_labels = pretraining_batch(
+        docs, 64, bpe, 20, random.Random(0), torch.Generator().manual_seed(0))
+    assert ids.shape == segments.shape == attention.shape == mlm_labels.shape
+    assert nsp_labels.shape == (64,) and set(nsp_labels.tolist()) == {0, 1}
+    assert (ids[:, 0] == cls_id).all() and (attention.sum(1) <= 23).all()
+    chosen = mlm_labels != IGNORE_INDEX
+    special = len(bpe.special_tokens)
+    assert chosen.any() and (mlm_labels[chosen] >= special).all()  # never a special token
+    assert not (chosen & (attention == 0)).any()  # never padding
+    assert ((ids == mask_id) <= chosen).all()  # [MASK] only where chosen
+    unchanged = ids.clone()
+    unchanged[chosen] = mlm_labels[chosen]
+    assert ((unchanged == sep_id).sum(1) == 2).all() and (unchanged[attention == 0] == pad_id).all()
+    # the same seeds give the same batch: a resumed run draws what an uninterrupted one would
+    again = pretraining_batch(docs, 64, bpe, 20, random.Random(0), torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], ids) and torch.equal(again[3], mlm_labels)
+    model = BertForPreTraining(BertConfig(vocab_size=bpe.vocab_size, n_layer=1, n_head=2,
+                                          d_model=16, max_position=32, dropout=0.0))
+    out = model(ids, segments, attention, mlm_labels=mlm_labels, nsp_labels=nsp_labels)
+    batch = (ids, segments, attention, mlm_labels, nsp_labels)
+    assert pretraining_loss(model, batch).item() == pytest.approx(out.loss.item(), rel=1e-5)
+    assert pretraining_loss(model, batch, use_nsp=False).item() == pytest.approx(
+        out.mlm_loss.item(), rel=1e-5)
+    scores = evaluate_pretraining(model, batch, chunk=64)
+    assert scores["mlm_loss"] == pytest.approx(out.mlm_loss.item(), rel=1e-5)
+    expected = (out.nsp_logits.argmax(-1) == nsp_labels).float().mean().item()
+    assert scores["nsp_accuracy"] == pytest.approx(expected)
+    assert model.training  # put back in training mode
 
 
 def test_pretraining_loss_checks_its_labels():

@@ -73,6 +73,14 @@ def test_wikitext_articles_start_at_titles(shared_data):
     assert len(articles) > 50
 
 
+def test_wikitext_sentences_are_articles_of_two_sentences_or_more(shared_data):
+    articles = data.wikitext2_sentences("valid")
+    assert len(articles) > 50 and all(len(a) >= 2 for a in articles)
+    sentences = [s for a in articles for s in a]
+    assert all(s.endswith(" .") and not s.startswith("=") for s in sentences)
+    assert not any(" . " in s.removesuffix(" .") for s in sentences)  # cut at every " . "
+
+
 def test_unknown_name_and_split_are_clear_errors():
     with pytest.raises(KeyError, match="Did you mean 'wikitext2'"):
         data.fetch("wikitext")

@@ -13,7 +13,7 @@ from ctxlib.checkpoints import checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import GPT_BUDGETS
+from pretrain import BERT_BUDGETS, GPT_BUDGETS
 
 
 def notebook_budgets(name: str) -> dict[str, dict]:
@@ -35,14 +35,24 @@ def test_the_script_pretrains_with_the_notebooks_sizes():
             ours["wiki_batch"], ours["bpe_vocab"], ours["wiki_chars"])
 
 
+def test_the_script_pretrains_bert_with_the_notebooks_sizes():
+    notebook = notebook_budgets("05_bert")
+    for budget, script in BERT_BUDGETS.items():
+        ours = notebook[budget]
+        assert script["model"] == ours["model"] and script["train"] == ours["pretrain"]
+        assert {k: script[k] for k in ("bpe_vocab", "wiki_articles", "batch", "val_pairs")} == {
+            k: ours[k] for k in ("bpe_vocab", "wiki_articles", "batch", "val_pairs")}
+
+
 @pytest.mark.slow
-def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path):
+@pytest.mark.parametrize(("model", "checkpoint"), [("gpt", "wiki_gpt"), ("bert", "bert")])
+def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path, model, checkpoint):
     env = {**os.environ, "CTXLIB_CHECKPOINTS": str(tmp_path)}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), "gpt",
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), model,
                            "--budget", "smoke", "--steps", "3"], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "validation loss" in done.stdout
-    blob = torch.load(tmp_path / "checkpoints" / "smoke" / "wiki_gpt.pt", weights_only=True)
+    blob = torch.load(tmp_path / "checkpoints" / "smoke" / f"{checkpoint}.pt", weights_only=True)
     assert blob["state"]["step"] == 3 and blob["identity"]["processes"] == 1
     assert checksum(blob["state"]) == blob["sha256"]

@@ -15,7 +15,7 @@ from ctxlib.train import History
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import COURSE_FILES, COURSE_STEPS, GPT_BUDGETS, export_course_checkpoint
+from pretrain import BUDGETS, COURSE_FILES, COURSE_STEPS, export_course_checkpoint
 
 INFO_FIELDS = {"data", "command", "steps", "batch", "block_size", "tokens_seen", "lr",
                "warmup_steps", "wall_seconds", "machine", "torch", "valid_steps", "valid_loss",
@@ -86,9 +86,35 @@ def test_the_shipped_checkpoint_is_the_chapters_model_pretrained_longer(name):
     path = pretrained.find(name)  # verified against its sha256
     assert path.stat().st_size == entry.size < 10_000_000
     loaded = pretrained.load(name)
-    cpu = GPT_BUDGETS["cpu"]
+    cpu = BUDGETS[name]["cpu"]
     config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
     assert config == cpu["model"] and loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
-    assert set(loaded.info) == INFO_FIELDS and loaded.info["steps"] == COURSE_STEPS[name]
+    assert set(loaded.info) >= INFO_FIELDS and loaded.info["steps"] == COURSE_STEPS[name]
+    assert loaded.info["lr"] == cpu["train"]["lr"] and loaded.info["batch"] == cpu["batch"]
     curve = loaded.info["valid_loss"]
     assert curve[-1] < curve[0] and abs(loaded.info["valid_loss_half_precision"] - curve[-1]) < 0.01
+
+
+def test_a_bert_checkpoint_reads_back_with_its_heads_and_its_nsp_curve(tmp_path):
+    from ctxlib.bert import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    bpe = BPETokenizer.train("the cat sat on the mat. the dog sat on the log. " * 20, 270)
+    model = BertForPreTraining(BertConfig(vocab_size=bpe.vocab_size, n_layer=1, n_head=2,
+                                          d_model=16, max_position=32))
+    history = History(steps=[1, 2], seconds=[0.5, 0.5], eval_steps=[2],
+                      evals={"mlm_loss": [5.5], "nsp_accuracy": [0.5]}, run={"device": "cpu"})
+    ids = torch.tensor([bpe.encode("the cat sat on the mat.")])
+
+    def evaluate(m):
+        return {"mlm_loss": m(ids).mlm_logits.float().logsumexp(-1).mean().item()}
+
+    path = export_course_checkpoint(model, bpe, history, evaluate, "smoke", tmp_path,
+                                    model_name="bert", tokens_per_example=20.5)
+    loaded = pretrained.read(path)
+    assert isinstance(loaded.model, BertForPreTraining) and path.name == COURSE_FILES["bert"]
+    assert loaded.info["valid_loss"] == [5.5] and loaded.info["valid_nsp_accuracy"] == [0.5]
+    assert loaded.info["tokens_seen"] == round(2 * BUDGETS["bert"]["smoke"]["batch"] * 20.5)
+    assert "masked-LM loss 5.500" in loaded.describe()
+    for name, weight in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[name], weight.half().float())

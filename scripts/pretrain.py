@@ -78,6 +78,8 @@ BERT_BUDGETS = {
 # on 2 CPU cores.
 COURSE_STEPS = {"gpt": 12_000, "bert": 14_000}
 COURSE_FILES = {"gpt": "gpt_wikitext2.pt", "bert": "bert_wikitext2.pt"}
+# The training checkpoint of each model, the name its notebook gives it.
+CHECKPOINT_NAMES = {"gpt": "wiki_gpt", "bert": "bert"}
 
 
 def pretrain_gpt(budget: str, steps: int | None = None):
@@ -111,7 +113,7 @@ def pretrain_gpt(budget: str, steps: int | None = None):
         model,
         batches,
         loss_fn,
-        TrainConfig(weight_decay=0.1, checkpoint_path=ctxlib.checkpoint_path("wiki_gpt"),
+        TrainConfig(weight_decay=0.1, checkpoint_path=ctxlib.checkpoint_path(CHECKPOINT_NAMES["gpt"]),
                     checkpoint_every=500, **settings),
         eval_fn=evaluate,
         settings={"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
@@ -141,17 +143,20 @@ def pretrain_bert(budget: str, steps: int | None = None):
         return bert_lib.pretraining_batch(train_docs, cfg["batch"], bpe, max_tokens, rng,
                                           generator)
 
+    def evaluate(model):
+        return bert_lib.evaluate_pretraining(model, valid_batch)
+
     ctxlib.seed_everything(0)
     model = bert_lib.BertForPreTraining(config)
     settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
     history = train(
         model, batches, bert_lib.pretraining_loss,
-        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path("bert"),
+        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path(CHECKPOINT_NAMES["bert"]),
                     checkpoint_every=400, **settings),
-        eval_fn=lambda m: bert_lib.evaluate_pretraining(m, valid_batch),
+        eval_fn=evaluate,
         settings={"batch": cfg["batch"]},
     )
-    return model, bpe, history, lambda m: bert_lib.evaluate_pretraining(m, valid_batch), batches
+    return model, bpe, history, evaluate, batches
 
 
 PRETRAIN = {"gpt": pretrain_gpt, "bert": pretrain_bert}
@@ -231,7 +236,7 @@ def main() -> None:
     budget = ctxlib.current_budget()[0]
     model, bpe, history, evaluate, batches = PRETRAIN[args.model](budget, args.steps)
     if int(os.environ.get("RANK", "0")) == 0:
-        name = {"gpt": "wiki_gpt", "bert": "bert"}[args.model]
+        name = CHECKPOINT_NAMES[args.model]
         print(f"{args.model} ({budget} budget): validation loss "
               f"{history.last_eval()[VALID_LOSS[args.model]]:.3f}, checkpoint "
               f"{ctxlib.checkpoint_path(name)}")

@@ -16,13 +16,14 @@ Shapes in comments: B batch, T words per sentence, C characters per word, d = co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
+from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
 
 # Character ids: 0 pads, bytes of the UTF-8 word are 1..256, then begin- and end-of-word marks.
 PAD_CHAR, BOW_CHAR, EOW_CHAR = 0, 257, 258
@@ -248,8 +249,11 @@ class BiLM(nn.Module):
 
     def _nll(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         keep = targets != IGNORE_INDEX  # (B, T)
-        # The adaptive softmax scores only the clusters each target needs, not every word.
-        return self.softmax(self.dropout(states[keep]), targets[keep]).loss
+        # The adaptive softmax scores only the clusters each target needs, not every word. It
+        # writes each cluster's log-probabilities into one float32 tensor, which fails under
+        # mixed precision (half-precision parts): it runs in float32, a small part of the work.
+        with torch.autocast(states.device.type, enabled=False):
+            return self.softmax(self.dropout(states[keep]).float(), targets[keep]).loss
 
 
 
@@ -264,6 +268,53 @@ def shifted_targets(word_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
     forward[:, :-1] = torch.where(both_real, word_ids[:, 1:], IGNORE_INDEX)
     backward[:, 1:] = torch.where(both_real, word_ids[:, :-1], IGNORE_INDEX)
     return forward, backward
+
+
+# --- Pretraining on a word stream (chapter 3) ---------------------------------------------------
+
+
+def spell_vocabulary(words: list[str], max_chars: int) -> torch.Tensor:
+    """Each word of a vocabulary spelled once: (V, max_chars) character ids, row i for word i,
+    so that a batch of word ids becomes characters by indexing: ``spelled[word_ids]``."""
+    return CharVocab(max_chars).sentences([words])[0]
+
+
+def lm_batch(word_ids: torch.Tensor, spelled: torch.Tensor, size: int, window: int,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` random windows of ``window`` words from the stream ``word_ids`` (N,): their
+    characters (B, T, C) and their word ids (B, T), the targets of both directions."""
+    windows, _ = lm_windows(word_ids, size, window, generator)  # (B, T)
+    return spelled[windows], windows
+
+
+def lm_loss(model: BiLM, batch) -> torch.Tensor:
+    """The mean of the two directions' losses on an ``lm_batch`` (nats per word)."""
+    char_ids, word_ids = (t.to(next(model.parameters()).device) for t in batch)
+    forward_loss, backward_loss = model.lm_losses(char_ids, word_ids)
+    return (forward_loss + backward_loss) / 2
+
+
+def validation_windows(word_ids: torch.Tensor, window: int) -> torch.Tensor:
+    """The stream (N,) cut into consecutive windows of ``window`` words: (N // window, window).
+    Every word is scored once per direction, with the words of its own window as context."""
+    return word_ids[: len(word_ids) // window * window].view(-1, window)
+
+
+@torch.no_grad()
+def evaluate_lm(model: BiLM, windows: torch.Tensor, spelled: torch.Tensor,
+                batch_size: int) -> dict[str, float]:
+    """Validation perplexity of each direction on fixed ``validation_windows`` (the mean loss
+    over batches of ``batch_size`` windows, exponentiated), and ``valid_loss``, the mean of
+    the two directions' losses in nats; the model is put back in training mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    totals = torch.zeros(2)
+    for chunk in windows.split(batch_size):
+        totals += torch.stack(model.lm_losses(spelled[chunk].to(device), chunk.to(device))).cpu()
+    forward_loss, backward_loss = (totals / math.ceil(len(windows) / batch_size)).tolist()
+    model.train()
+    return {"forward_ppl": math.exp(forward_loss), "backward_ppl": math.exp(backward_loss),
+            "valid_loss": (forward_loss + backward_loss) / 2}
 
 
 class ScalarMix(nn.Module):

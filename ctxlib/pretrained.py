@@ -7,7 +7,8 @@ that records everything needed to use and to judge it:
 
 - the model's configuration and its weights in half precision (the file stays a few MB;
   ``load`` returns float32 weights);
-- the tokenizer it was trained with;
+- the tokenizer it was trained with (BPE merges; for ELMo, which reads characters and
+  predicts words, its word vocabulary);
 - how it was pretrained: data, steps, batch, tokens seen, wall time, machine, and the
   validation curve.
 
@@ -20,6 +21,7 @@ checked against its SHA-256. The file loads with ``torch.load(..., weights_only=
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 
 from ctxlib import REPO_URL, data
 from ctxlib.data import RemoteFile
+from ctxlib.static import Vocab
 from ctxlib.tokenizers import BPETokenizer
 
 FORMAT = "ctxlib-course-checkpoint-1"
@@ -59,7 +62,7 @@ class Pretrained:
 
     name: str
     model: torch.nn.Module
-    tokenizer: BPETokenizer
+    tokenizer: BPETokenizer | Vocab
     info: dict[str, Any]
 
     def describe(self) -> str:
@@ -77,13 +80,30 @@ class Pretrained:
 def _model_classes() -> dict[str, tuple[type, type]]:
     # imported here: each model file stays on its own
     from ctxlib.bert import BertConfig, BertForPreTraining
+    from ctxlib.elmo import BiLM, ELMoConfig
     from ctxlib.gpt import GPT, GPTConfig
+    from ctxlib.xlnet import XLNetConfig, XLNetLM
 
-    return {"gpt": (GPTConfig, GPT), "bert_pretraining": (BertConfig, BertForPreTraining)}
+    return {"gpt": (GPTConfig, GPT), "bert_pretraining": (BertConfig, BertForPreTraining),
+            "xlnet_lm": (XLNetConfig, XLNetLM), "bilm": (ELMoConfig, BiLM)}
+
+
+def _tokenizer_blob(tokenizer: BPETokenizer | Vocab) -> dict[str, Any]:
+    if isinstance(tokenizer, Vocab):  # ELMo's words, most frequent first, with their counts
+        return {"type": "words", "words": list(tokenizer.itos),
+                "counts": [int(c) for c in tokenizer.counts.tolist()]}
+    return {"type": "bpe", "special_tokens": list(tokenizer.special_tokens),
+            "merges": [list(pair) for pair in tokenizer.merges]}
+
+
+def _tokenizer_from(blob: dict[str, Any]) -> BPETokenizer | Vocab:
+    if blob.get("type", "bpe") == "words":  # a Counter keeps the order of equal counts
+        return Vocab(Counter(dict(zip(blob["words"], blob["counts"]))), min_count=1)
+    return BPETokenizer([tuple(m) for m in blob["merges"]], tuple(blob["special_tokens"]))
 
 
 def save(path: str | Path, name: str, kind: str, model: torch.nn.Module,
-         tokenizer: BPETokenizer, info: dict[str, Any]) -> Path:
+         tokenizer: BPETokenizer | Vocab, info: dict[str, Any]) -> Path:
     """Write a course checkpoint: ``model`` (of ``kind``, e.g. ``"gpt"``) in half precision,
     its configuration, ``tokenizer`` and ``info`` (plain values only)."""
     path = Path(path)
@@ -94,8 +114,7 @@ def save(path: str | Path, name: str, kind: str, model: torch.nn.Module,
         "kind": kind,
         "config": dataclasses.asdict(model.config),
         "weights": {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()},
-        "tokenizer": {"special_tokens": list(tokenizer.special_tokens),
-                      "merges": [list(pair) for pair in tokenizer.merges]},
+        "tokenizer": _tokenizer_blob(tokenizer),
         "info": info,
     }
     torch.save(blob, path)
@@ -110,9 +129,8 @@ def read(path: str | Path, name: str = "") -> Pretrained:
     config_class, model_class = _model_classes()[blob["kind"]]
     model = model_class(config_class(**blob["config"]))
     model.load_state_dict({k: v.float() for k, v in blob["weights"].items()})
-    tokenizer = BPETokenizer([tuple(m) for m in blob["tokenizer"]["merges"]],
-                             tuple(blob["tokenizer"]["special_tokens"]))
-    return Pretrained(name or blob["name"], model.eval(), tokenizer, blob["info"])
+    return Pretrained(name or blob["name"], model.eval(), _tokenizer_from(blob["tokenizer"]),
+                      blob["info"])
 
 
 def find(name: str) -> Path:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
+from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
 from ctxlib.layers import FeedForward
 
 
@@ -522,6 +522,55 @@ def permutation_batch(input_ids: torch.Tensor, num_predict: int, generator: torc
         mappings.append(F.one_hot(targets, T).float())
         labels.append(input_ids[b, targets])
     return torch.stack(masks), torch.stack(mappings), torch.stack(labels)
+
+
+# --- Pretraining on a token stream (chapter 6) --------------------------------------------------
+
+
+def pretraining_batch(token_ids: torch.Tensor, size: int, seg_len: int, num_predict: int,
+                      generator: torch.Generator):
+    """``size`` windows of two consecutive segments of ``seg_len`` tokens from the stream
+    ``token_ids`` (N,), each segment with its own factorization order: a list of two
+    (input_ids (B, S), perm_mask (B, S, S), target_mapping (B, P, S), labels (B, P)), P =
+    ``num_predict``. The second segment is read with the first as memory."""
+    windows, _ = lm_windows(token_ids, size, 2 * seg_len, generator)  # (B, 2S)
+    return [(segment, *permutation_batch(segment, num_predict, generator))
+            for segment in windows.split(seg_len, dim=1)]
+
+
+def pretraining_loss(model: XLNetLM, batch) -> torch.Tensor:
+    """The permutation-LM loss of a ``pretraining_batch``: the mean over its segments, each
+    segment seeing the one before it as memory."""
+    device = next(model.parameters()).device
+    mems, losses = None, []
+    for ids, perm_mask, target_mapping, labels in batch:
+        out = model(ids.to(device), perm_mask=perm_mask.to(device),
+                    target_mapping=target_mapping.to(device), labels=labels.to(device),
+                    mems=mems)
+        mems = out.mems
+        losses.append(out.loss)
+    return sum(losses) / len(losses)
+
+
+def validation_batches(token_ids: torch.Tensor, windows: int, seg_len: int, num_predict: int,
+                       per_batch: int = 16, seed: int = 0) -> list:
+    """Fixed validation ``pretraining_batch``es: ``windows // per_batch`` batches of
+    ``per_batch`` windows (at least one), with their orders, drawn once with ``seed`` so that
+    every evaluation scores the same predictions."""
+    generator = torch.Generator().manual_seed(seed)
+    stream = token_ids[: len(token_ids) // (2 * seg_len) * 2 * seg_len]
+    return [pretraining_batch(stream, per_batch, seg_len, num_predict, generator)
+            for _ in range(max(1, windows // per_batch))]
+
+
+@torch.no_grad()
+def evaluate_pretraining(model: XLNetLM, batches: list) -> dict[str, float]:
+    """The mean permutation-LM loss over fixed ``validation_batches``; the model is put back in
+    training mode."""
+    model.eval()
+    loss = sum(pretraining_loss(model, batch).item() for batch in batches) / len(batches)
+    model.train()
+    return {"valid_loss": loss}
 
 
 # --- Loading the reference's weights -----------------------------------------------------------

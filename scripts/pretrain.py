@@ -14,15 +14,18 @@ of processes is part of a run's identity), and the notebook keeps it aside rathe
 Load its weights with ``ctxlib.train.load_weights(path, model)``.
 
 With ``--course`` it makes the course checkpoint that the chapter loads: the cpu budget's sizes
-and recipe, pretrained for ``COURSE_STEPS`` steps (about an hour on 2 CPU cores), written in half
-precision to ``pretrained/`` with its tokenizer, data, steps, wall time and validation curve
-(``ctxlib.pretrained``).
+and recipe, pretrained for the recipe's ``course_steps`` (about an hour on 2 CPU cores; XLNet's
+4,000 steps take about half an hour; minutes on a GPU, which the script uses where there is
+one), written in half precision to ``pretrained/`` with its tokenizer, data, steps, wall time,
+machine and validation curve (``ctxlib.pretrained``).
 
     python scripts/pretrain.py gpt --course
-    python scripts/pretrain.py bert --course
+    python scripts/pretrain.py elmo --course
 
-Models: ``gpt`` (chapter 4, the WikiText-2 GPT), ``bert`` (chapter 5, the WikiText-2 BERT with
-masked-LM and next-sentence prediction).
+Models: ``elmo`` (chapter 3, the WikiText-2 biLM), ``gpt`` (chapter 4, the WikiText-2 GPT),
+``bert`` (chapter 5, the WikiText-2 BERT with masked-LM and next-sentence prediction),
+``xlnet`` (chapter 6, the WikiText-2 XLNet with the permutation LM). Each is one ``Recipe``
+below: the chapter's budgets, its pretraining, and its course checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import argparse
 import os
 import random
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,11 +46,14 @@ import torch
 
 import ctxlib
 from ctxlib import bert as bert_lib
+from ctxlib import elmo as elmo_lib
 from ctxlib import pretrained
+from ctxlib import xlnet as xlnet_lib
 from ctxlib.batches import lm_windows
 from ctxlib.gpt import GPT, GPTConfig
+from ctxlib.static import Vocab
 from ctxlib.tokenizers import BPETokenizer
-from ctxlib.train import TrainConfig, train
+from ctxlib.train import History, TrainConfig, train
 
 # Chapter 4's WikiText-2 GPT, as in the notebook's budget cell (keep the two in step: a test
 # compares them).
@@ -74,17 +83,50 @@ BERT_BUDGETS = {
                       "compile": True}},
 }
 
-# The course checkpoints: the cpu budget's model and recipe, only more steps, about an hour each
-# on 2 CPU cores.
-COURSE_STEPS = {"gpt": 12_000, "bert": 14_000}
-COURSE_FILES = {"gpt": "gpt_wikitext2.pt", "bert": "bert_wikitext2.pt"}
-# The training checkpoint of each model, the name its notebook gives it.
-CHECKPOINT_NAMES = {"gpt": "wiki_gpt", "bert": "bert"}
+# Chapter 6's WikiText-2 XLNet, as in the notebook's budget cell (a test compares them).
+XLNET_BUDGETS = {
+    "smoke": {"wiki_chars": 300_000, "bpe_vocab": 500, "seg_len": 16, "predict_every": 4,
+              "batch": 8, "eval_windows": 32,
+              "model": {"n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.1},
+              "pretrain": {"steps": 20, "lr": 1e-3, "warmup_steps": 2, "eval_every": 10}},
+    "cpu": {"wiki_chars": None, "bpe_vocab": 4000, "seg_len": 64, "predict_every": 4,
+            "batch": 16, "eval_windows": 320,
+            "model": {"n_layer": 4, "n_head": 4, "d_model": 128, "dropout": 0.1},
+            "pretrain": {"steps": 1000, "lr": 1e-3, "warmup_steps": 100, "eval_every": 200}},
+    "gpu": {"wiki_chars": None, "bpe_vocab": 8000, "seg_len": 128, "predict_every": 6,
+            "batch": 32, "eval_windows": 800,
+            "model": {"n_layer": 6, "n_head": 8, "d_model": 256, "dropout": 0.1},
+            "pretrain": {"steps": 8000, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000}},
+}
 
+# Chapter 3's WikiText-2 biLM, as in the notebook's budget cell (a test compares them).
+ELMO_BUDGETS = {
+    "smoke": {"batch": 8, "window": 20, "wiki_words": 100_000, "val_batches": 2,
+              "model": {"dim": 32, "hidden": 32, "layers": 2, "max_chars": 12,
+                        "filters": ((1, 16), (2, 16), (3, 32)), "dropout": 0.0},
+              "train": {"steps": 20, "lr": 3e-3, "warmup_steps": 2, "eval_every": 10}},
+    "cpu": {"batch": 32, "window": 24, "wiki_words": None, "val_batches": 20,
+            "model": {"dim": 128, "hidden": 128, "layers": 2, "max_chars": 16, "dropout": 0.1},
+            "train": {"steps": 1200, "lr": 3e-3, "warmup_steps": 50, "eval_every": 300}},
+    "gpu": {"batch": 64, "window": 35, "wiki_words": None, "val_batches": 40,
+            "model": {"dim": 256, "hidden": 1024, "layers": 2, "max_chars": 20, "dropout": 0.2,
+                      "filters": ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512))},
+            "train": {"steps": 8000, "lr": 2e-3, "warmup_steps": 200, "eval_every": 1000}},
+}
+
+
+class Run(NamedTuple):
+    """A finished pretraining: the model, its tokenizer, the training history, the validation
+    function and the batch sampler."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    history: History
+    evaluate: Callable
+    batches: Callable
 
 def pretrain_gpt(budget: str, steps: int | None = None):
-    """Chapter 4's WikiText-2 GPT under ``budget``: returns the model, its tokenizer, the
-    training history, the validation function and the batch sampler."""
+    """Chapter 4's WikiText-2 GPT under ``budget``."""
     cfg = GPT_BUDGETS[budget]
     text = ctxlib.data.load_wikitext2("train")
     if cfg["wiki_chars"]:
@@ -113,19 +155,17 @@ def pretrain_gpt(budget: str, steps: int | None = None):
         model,
         batches,
         loss_fn,
-        TrainConfig(weight_decay=0.1, checkpoint_path=ctxlib.checkpoint_path(CHECKPOINT_NAMES["gpt"]),
+        TrainConfig(weight_decay=0.1, checkpoint_path=ctxlib.checkpoint_path("wiki_gpt"),
                     checkpoint_every=500, **settings),
         eval_fn=evaluate,
         settings={"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
     )
-    return model, bpe, history, evaluate, batches
+    return Run(model, bpe, history, evaluate, batches)
 
 
 def pretrain_bert(budget: str, steps: int | None = None):
     """Chapter 5's WikiText-2 BERT under ``budget`` (masked LM + next-sentence prediction, the
-    notebook's pairs and masks): returns the model, its tokenizer, the training history, the
-    validation function (MLM loss and NSP accuracy on a fixed masked sample) and the batch
-    sampler."""
+    notebook's pairs and masks; validation: MLM loss and NSP accuracy on a fixed sample)."""
     cfg = BERT_BUDGETS[budget]
     train_articles = ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"])
     valid_articles = ctxlib.data.wikitext2_sentences("valid")
@@ -151,41 +191,145 @@ def pretrain_bert(budget: str, steps: int | None = None):
     settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
     history = train(
         model, batches, bert_lib.pretraining_loss,
-        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path(CHECKPOINT_NAMES["bert"]),
+        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path("bert"),
                     checkpoint_every=400, **settings),
         eval_fn=evaluate,
         settings={"batch": cfg["batch"]},
     )
-    return model, bpe, history, evaluate, batches
+    return Run(model, bpe, history, evaluate, batches)
 
 
-PRETRAIN = {"gpt": pretrain_gpt, "bert": pretrain_bert}
-BUDGETS = {"gpt": GPT_BUDGETS, "bert": BERT_BUDGETS}
-VALID_LOSS = {"gpt": "valid_loss", "bert": "mlm_loss"}  # the loss each evaluation reports
+def pretrain_xlnet(budget: str, steps: int | None = None):
+    """Chapter 6's WikiText-2 XLNet under ``budget`` (the permutation LM on two segments, the
+    second reading the first as memory; validation: the same loss on fixed windows and
+    orders)."""
+    cfg = XLNET_BUDGETS[budget]
+    text = ctxlib.data.load_wikitext2("train")
+    if cfg["wiki_chars"]:
+        text = text[: cfg["wiki_chars"]]
+    bpe = BPETokenizer.train(text, vocab_size=cfg["bpe_vocab"], progress_bar=False)
+    train_ids = torch.tensor(bpe.encode(text))
+    valid_ids = torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid")))
+    seg_len = cfg["seg_len"]
+    num_predict = seg_len // cfg["predict_every"]
+    config = xlnet_lib.XLNetConfig(vocab_size=bpe.vocab_size, mem_len=seg_len, **cfg["model"])
+    valid_batches = xlnet_lib.validation_batches(
+        valid_ids, len(ctxlib.take(range(cfg["eval_windows"]), cfg["eval_windows"])), seg_len,
+        num_predict)
+
+    def batches(generator):
+        return xlnet_lib.pretraining_batch(train_ids, cfg["batch"], seg_len, num_predict,
+                                           generator)
+
+    def evaluate(model):
+        return xlnet_lib.evaluate_pretraining(model, valid_batches)
+
+    ctxlib.seed_everything(0)
+    model = xlnet_lib.XLNetLM(config)
+    settings = dict(cfg["pretrain"], steps=steps or cfg["pretrain"]["steps"])
+    history = train(
+        model, batches, xlnet_lib.pretraining_loss,
+        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path("xlnet"),
+                    checkpoint_every=200, **settings),
+        eval_fn=evaluate,
+        settings={k: cfg[k] for k in ("batch", "seg_len", "predict_every", "wiki_chars")},
+    )
+    return Run(model, bpe, history, evaluate, batches)
 
 
-def mean_tokens_per_example(model_name: str, batches, samples: int = 50) -> float:
-    """Tokens (padding not counted) per training example, over ``samples`` batches."""
+def pretrain_elmo(budget: str, steps: int | None = None):
+    """Chapter 3's WikiText-2 biLM under ``budget`` (characters in, WikiText-2's closed word
+    vocabulary out, both directions; validation: perplexity of each direction on consecutive
+    windows)."""
+    cfg = ELMO_BUDGETS[budget]
+    wiki = ctxlib.data.load_wikitext2("train")
+    words = wiki.split()
+    if cfg["wiki_words"]:
+        words = words[: cfg["wiki_words"]]
+    vocab = Vocab.from_text(wiki, min_count=1)  # most frequent first
+    unk = vocab.index("<unk>")
+    train_ids = torch.tensor([vocab.stoi[w] for w in words])
+    valid_ids = torch.tensor([vocab.stoi.get(w, unk)
+                              for w in ctxlib.data.load_wikitext2("valid").split()])
+    config = elmo_lib.ELMoConfig(vocab_size=len(vocab), **cfg["model"])
+    spelled = elmo_lib.spell_vocabulary(vocab.itos, config.max_chars)
+    valid_windows = ctxlib.take(elmo_lib.validation_windows(valid_ids, cfg["window"]),
+                                cfg["val_batches"] * cfg["batch"])
+
+    def batches(generator):
+        return elmo_lib.lm_batch(train_ids, spelled, cfg["batch"], cfg["window"], generator)
+
+    def evaluate(model):
+        return elmo_lib.evaluate_lm(model, valid_windows, spelled, cfg["batch"])
+
+    ctxlib.seed_everything(0)
+    model = elmo_lib.BiLM(config)
+    settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
+    history = train(
+        model, batches, elmo_lib.lm_loss,
+        TrainConfig(checkpoint_path=ctxlib.checkpoint_path("elmo_bilm"), checkpoint_every=200,
+                    **settings),
+        eval_fn=evaluate,
+        settings={"batch": cfg["batch"], "window": cfg["window"]},
+    )
+    return Run(model, vocab, history, evaluate, batches)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One chapter's model: its budgets (as in its notebook), how it pretrains, and its course
+    checkpoint."""
+
+    chapter: str  # the notebook whose budget cell the budgets copy
+    budgets: dict[str, dict]
+    pretrain: Callable[[str, int | None], Run]
+    checkpoint_name: str  # the training checkpoint, the name the notebook gives it
+    train_key: str  # where the budget keeps the TrainConfig fields
+    valid_key: str  # the validation loss that evaluate() reports
+    valid_key_is: str  # what that loss is, in words
+    kind: str  # the model class, for ctxlib.pretrained
+    course_steps: int  # the course checkpoint's steps (the cpu budget's sizes)
+    course_file: str  # under pretrained/
+    context: Callable[[dict], int]  # tokens a training example reads, from the cpu budget
+    tokens_in: Callable[[Any], int]  # tokens (padding not counted) in one training batch
+
+
+RECIPES = {
+    "elmo": Recipe("03_elmo", ELMO_BUDGETS, pretrain_elmo, "elmo_bilm", "train", "valid_loss",
+                   "biLM loss (mean of both directions)", "bilm", 12_000, "elmo_wikitext2.pt",
+                   lambda cfg: cfg["window"], lambda batch: batch[1].numel()),
+    "gpt": Recipe("04_gpt", GPT_BUDGETS, pretrain_gpt, "wiki_gpt", "train", "valid_loss", "loss",
+                  "gpt", 12_000, "gpt_wikitext2.pt", lambda cfg: cfg["model"]["block_size"],
+                  lambda batch: batch[0].numel()),
+    # BERT's pairs vary in length: the attention mask marks the real tokens
+    "bert": Recipe("05_bert", BERT_BUDGETS, pretrain_bert, "bert", "train", "mlm_loss",
+                   "masked-LM loss", "bert_pretraining", 14_000, "bert_wikitext2.pt",
+                   lambda cfg: cfg["model"]["max_position"], lambda batch: int(batch[2].sum())),
+    # XLNet reads two segments per example, the second with the first as memory
+    "xlnet": Recipe("06_xlnet", XLNET_BUDGETS, pretrain_xlnet, "xlnet", "pretrain",
+                    "valid_loss", "permutation-LM loss", "xlnet_lm", 4_000,
+                    "xlnet_wikitext2.pt", lambda cfg: 2 * cfg["seg_len"],
+                    lambda batch: sum(segment[0].numel() for segment in batch)),
+}
+
+
+def mean_tokens_per_step(recipe: Recipe, batches, samples: int = 50) -> float:
+    """Tokens (padding not counted) in one training batch, the mean over ``samples`` batches."""
     generator = torch.Generator().manual_seed(0)
-    counts = []
-    for _ in range(samples):
-        batch = batches(generator)
-        if model_name == "bert":  # pairs vary in length; the attention mask marks real tokens
-            counts.append(batch[2].sum().item() / len(batch[2]))
-        else:  # GPT's windows are always full
-            counts.append(batch[0].shape[1])
-    return sum(counts) / len(counts)
+    return sum(recipe.tokens_in(batches(generator)) for _ in range(samples)) / samples
 
 
-def export_course_checkpoint(model, bpe, history, evaluate, budget: str,
-                             folder: Path = ROOT / "pretrained", model_name: str = "gpt",
-                             tokens_per_example: float | None = None) -> Path:
-    """Write the finished run as the course checkpoint ``pretrained/<COURSE_FILES[name]>``,
+def export_course_checkpoint(run: Run, budget: str, model_name: str,
+                             folder: Path = ROOT / "pretrained",
+                             tokens_per_step: float | None = None) -> Path:
+    """Write the finished run as the course checkpoint ``pretrained/<recipe.course_file>``,
     with how it was made, and say how much half precision changed its validation loss."""
-    cfg = BUDGETS[model_name][budget]
-    key = VALID_LOSS[model_name]
+    recipe = RECIPES[model_name]
+    cfg = recipe.budgets[budget]
+    train_cfg = cfg[recipe.train_key]
+    history, key = run.history, recipe.valid_key
     steps = history.steps[-1]
-    context = getattr(model.config, "block_size", None) or model.config.max_position
+    context = recipe.context(cfg)
     info = {
         "data": "WikiText-2 train",
         "command": f"python scripts/pretrain.py {model_name} --course  "
@@ -193,26 +337,26 @@ def export_course_checkpoint(model, bpe, history, evaluate, budget: str,
         "steps": steps,
         "batch": cfg["batch"],
         "block_size": context,
-        "tokens_seen": round(steps * cfg["batch"] * (tokens_per_example or context)),
-        "lr": cfg["train"]["lr"],
-        "warmup_steps": cfg["train"]["warmup_steps"],
+        "tokens_seen": round(steps * (tokens_per_step or cfg["batch"] * context)),
+        "lr": train_cfg["lr"],
+        "warmup_steps": train_cfg["warmup_steps"],
         "wall_seconds": round(sum(history.seconds), 1),
         "machine": f"{torch.get_num_threads()} CPU threads" if history.run.get("device") == "cpu"
         else str(history.run.get("device")),
         "torch": str(torch.__version__),
         "valid_steps": list(history.eval_steps),
         "valid_loss": [round(v, 4) for v in history.evals[key]],
+        "valid_loss_is": recipe.valid_key_is,
     }
-    if model_name == "bert":
-        info["valid_loss_is"] = "masked-LM loss"
-        info["valid_nsp_accuracy"] = [round(v, 4) for v in history.evals["nsp_accuracy"]]
-    kind = {"gpt": "gpt", "bert": "bert_pretraining"}[model_name]
-    path = folder / COURSE_FILES[model_name]
-    pretrained.save(path, model_name, kind, model, bpe, info)
-    half = pretrained.read(path)
-    info["valid_loss_half_precision"] = round(evaluate(half.model)[key], 4)
-    pretrained.save(path, model_name, kind, model, bpe, info)
-    print(f"{half.describe()}; in half precision {info['valid_loss_half_precision']:.3f}")
+    for name, values in history.evals.items():  # the other validation curves (NSP, perplexity)
+        if name != key:
+            info[f"valid_{name.removeprefix('valid_')}"] = [round(v, 4) for v in values]
+    path = folder / recipe.course_file
+    half_loss = run.evaluate(pretrained.read(
+        pretrained.save(path, model_name, recipe.kind, run.model, run.tokenizer, info)).model)[key]
+    info["valid_loss_half_precision"] = round(half_loss, 4)
+    pretrained.save(path, model_name, recipe.kind, run.model, run.tokenizer, info)
+    print(f"{pretrained.read(path).describe()}; in half precision {half_loss:.3f}")
     print(f"wrote {path}: {path.stat().st_size / 1e6:.1f} MB, "
           f"sha256 {ctxlib.data.sha256_of(path)}")
     return path
@@ -221,30 +365,28 @@ def export_course_checkpoint(model, bpe, history, evaluate, budget: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", choices=sorted(PRETRAIN))
+    parser.add_argument("model", choices=sorted(RECIPES))
     parser.add_argument("--budget", choices=ctxlib.BUDGETS, default=None,
                         help="default: CTXLIB_BUDGET, else gpu with CUDA, else cpu")
     parser.add_argument("--steps", type=int, default=None, help="override the budget's steps")
     parser.add_argument("--course", action="store_true",
                         help="the course checkpoint: the cpu budget's sizes, pretrained "
-                             f"longer ({COURSE_STEPS}), written to pretrained/")
+                             "longer (see RECIPES), written to pretrained/")
     args = parser.parse_args()
     if args.course:
-        args.budget, args.steps = "cpu", args.steps or COURSE_STEPS[args.model]
+        args.budget, args.steps = "cpu", args.steps or RECIPES[args.model].course_steps
     if args.budget:
         os.environ["CTXLIB_BUDGET"] = args.budget
     budget = ctxlib.current_budget()[0]
-    model, bpe, history, evaluate, batches = PRETRAIN[args.model](budget, args.steps)
+    recipe = RECIPES[args.model]
+    run = recipe.pretrain(budget, args.steps)
     if int(os.environ.get("RANK", "0")) == 0:
-        name = CHECKPOINT_NAMES[args.model]
         print(f"{args.model} ({budget} budget): validation loss "
-              f"{history.last_eval()[VALID_LOSS[args.model]]:.3f}, checkpoint "
-              f"{ctxlib.checkpoint_path(name)}")
+              f"{run.history.last_eval()[recipe.valid_key]:.3f}, checkpoint "
+              f"{ctxlib.checkpoint_path(recipe.checkpoint_name)}")
         if args.course:
-            export_course_checkpoint(model, bpe, history, evaluate, budget,
-                                     model_name=args.model,
-                                     tokens_per_example=mean_tokens_per_example(args.model,
-                                                                                batches))
+            export_course_checkpoint(run, budget, args.model,
+                                     tokens_per_step=mean_tokens_per_step(recipe, run.batches))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 properties that define it: each direction sees only its own side, padding changes nothing, each
 direction learns its own targets, and the scalar mix is the paper's formula."""
 
+import math
+
 import pytest
 import torch
 
@@ -237,3 +239,36 @@ def test_one_word_sentences_are_a_clear_error_not_a_nan_loss(bilm):
     char_ids = CHARS.sentences([["alone"], ["two", "words"]])
     losses = bilm.lm_losses(char_ids, torch.tensor([[3, 0], [4, 5]]))
     assert all(torch.isfinite(loss) for loss in losses)
+
+
+def test_an_lm_batch_spells_the_words_of_random_windows():
+    from ctxlib.elmo import CharVocab, lm_batch, spell_vocabulary
+
+    words = ["the", "play", "was", "performed", "in", "London"]
+    spelled = spell_vocabulary(words, 10)
+    stream = torch.arange(6).repeat(20)
+    char_ids, word_ids = lm_batch(stream, spelled, 3, 5, torch.Generator().manual_seed(0))
+    assert char_ids.shape == (3, 5, 10) and word_ids.shape == (3, 5)
+    expected = CharVocab(10).sentences([[words[i] for i in row] for row in word_ids.tolist()])
+    assert torch.equal(char_ids, expected)
+
+
+def test_evaluate_lm_scores_every_validation_word_once_per_direction():
+    from ctxlib.elmo import evaluate_lm, lm_loss, spell_vocabulary, validation_windows
+
+    torch.manual_seed(0)
+    words = [f"w{i}" for i in range(30)]
+    model = BiLM(ELMoConfig(vocab_size=30, dim=8, hidden=8, max_chars=6,
+                            filters=((1, 4), (2, 4)), cutoffs=(10,), dropout=0.0))
+    spelled = spell_vocabulary(words, 6)
+    windows = validation_windows(torch.randint(0, 30, (50,)), 6)
+    assert windows.shape == (8, 6)
+    result = evaluate_lm(model, windows, spelled, batch_size=8)  # one batch: the plain mean
+    model.eval()  # what evaluate_lm scores: batch normalisation with its running statistics
+    with torch.no_grad():
+        forward, backward = model.lm_losses(spelled[windows], windows)
+    assert result["forward_ppl"] == pytest.approx(math.exp(forward.item()), rel=1e-5)
+    assert result["valid_loss"] == pytest.approx((forward.item() + backward.item()) / 2, rel=1e-5)
+    model.eval()
+    assert lm_loss(model, (spelled[windows], windows)).item() == pytest.approx(
+        result["valid_loss"], rel=1e-5)

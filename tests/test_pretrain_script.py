@@ -13,7 +13,7 @@ from ctxlib.checkpoints import checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import BERT_BUDGETS, GPT_BUDGETS
+from pretrain import BERT_BUDGETS, ELMO_BUDGETS, GPT_BUDGETS, RECIPES, XLNET_BUDGETS
 
 
 def notebook_budgets(name: str) -> dict[str, dict]:
@@ -44,9 +44,29 @@ def test_the_script_pretrains_bert_with_the_notebooks_sizes():
             k: ours[k] for k in ("bpe_vocab", "wiki_articles", "batch", "val_pairs")}
 
 
+def test_the_script_pretrains_xlnet_with_the_notebooks_sizes():
+    notebook = notebook_budgets("06_xlnet")
+    for budget, script in XLNET_BUDGETS.items():
+        assert script == {k: notebook[budget][k] for k in script}
+
+
+def test_the_script_pretrains_elmo_with_the_notebooks_sizes():
+    notebook = notebook_budgets("03_elmo")
+    for budget, script in ELMO_BUDGETS.items():
+        assert script == {k: notebook[budget][k] for k in script}
+
+
+def test_every_recipe_names_the_notebooks_training_checkpoint():
+    for recipe in RECIPES.values():
+        nb = nbformat.read(ROOT / "notebooks" / f"{recipe.chapter}.ipynb", as_version=4)
+        source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert f'checkpoint_path("{recipe.checkpoint_name}")' in source, recipe.chapter
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "checkpoint"), [("gpt", "wiki_gpt"), ("bert", "bert")])
-def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path, model, checkpoint):
+@pytest.mark.parametrize("model", sorted(RECIPES))
+def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path, model):
+    checkpoint = RECIPES[model].checkpoint_name
     env = {**os.environ, "CTXLIB_CHECKPOINTS": str(tmp_path)}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretrain.py"), model,
                            "--budget", "smoke", "--steps", "3"], env=env, capture_output=True,

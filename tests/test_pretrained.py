@@ -15,11 +15,11 @@ from ctxlib.train import History
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import BUDGETS, COURSE_FILES, COURSE_STEPS, export_course_checkpoint
+from pretrain import RECIPES, Run, export_course_checkpoint
 
 INFO_FIELDS = {"data", "command", "steps", "batch", "block_size", "tokens_seen", "lr",
                "warmup_steps", "wall_seconds", "machine", "torch", "valid_steps", "valid_loss",
-               "valid_loss_half_precision"}
+               "valid_loss_half_precision"}  # and, since the BERT checkpoint, "valid_loss_is"
 
 
 @pytest.fixture
@@ -39,9 +39,10 @@ def test_export_writes_a_file_that_reads_back_as_the_same_model_in_half_precisio
         ids = torch.tensor([bpe.encode(" the cat sat on the mat.")])
         return {"valid_loss": m(ids[:, :-1], targets=ids[:, 1:])[1].item()}
 
-    path = export_course_checkpoint(model, bpe, history, evaluate, "smoke", tmp_path)
+    path = export_course_checkpoint(Run(model, bpe, history, evaluate, None), "smoke", "gpt",
+                                    tmp_path)
     loaded = pretrained.read(path)
-    assert set(loaded.info) == INFO_FIELDS
+    assert set(loaded.info) == INFO_FIELDS | {"valid_loss_is"}
     assert loaded.info["steps"] == 3 and loaded.info["wall_seconds"] == 1.5
     assert loaded.tokenizer.merges == bpe.merges
     assert loaded.model.config == model.config and not loaded.model.training
@@ -80,17 +81,23 @@ def test_a_damaged_copy_is_never_loaded(tiny, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", sorted(pretrained.COURSE_CHECKPOINTS))
 def test_the_shipped_checkpoint_is_the_chapters_model_pretrained_longer(name):
+    recipe = RECIPES[name]
     entry = pretrained.COURSE_CHECKPOINTS[name]
-    assert entry.stored_path == f"pretrained/{COURSE_FILES[name]}"
+    assert entry.stored_path == f"pretrained/{recipe.course_file}"
     assert entry.url.endswith(entry.stored_path) and "/main/" not in entry.url  # pinned
     path = pretrained.find(name)  # verified against its sha256
     assert path.stat().st_size == entry.size < 10_000_000
     loaded = pretrained.load(name)
-    cpu = BUDGETS[name]["cpu"]
+    cpu = recipe.budgets["cpu"]
     config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
-    assert config == cpu["model"] and loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
-    assert set(loaded.info) >= INFO_FIELDS and loaded.info["steps"] == COURSE_STEPS[name]
-    assert loaded.info["lr"] == cpu["train"]["lr"] and loaded.info["batch"] == cpu["batch"]
+    assert config == cpu["model"]
+    if "bpe_vocab" in cpu:
+        assert loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
+    else:  # ELMo predicts WikiText-2's words
+        assert len(loaded.tokenizer) == loaded.model.config.vocab_size
+    assert set(loaded.info) >= INFO_FIELDS and loaded.info["steps"] == recipe.course_steps
+    train = cpu[recipe.train_key]
+    assert loaded.info["lr"] == train["lr"] and loaded.info["batch"] == cpu["batch"]
     curve = loaded.info["valid_loss"]
     assert curve[-1] < curve[0] and abs(loaded.info["valid_loss_half_precision"] - curve[-1]) < 0.01
 
@@ -109,12 +116,35 @@ def test_a_bert_checkpoint_reads_back_with_its_heads_and_its_nsp_curve(tmp_path)
     def evaluate(m):
         return {"mlm_loss": m(ids).mlm_logits.float().logsumexp(-1).mean().item()}
 
-    path = export_course_checkpoint(model, bpe, history, evaluate, "smoke", tmp_path,
-                                    model_name="bert", tokens_per_example=20.5)
+    path = export_course_checkpoint(Run(model, bpe, history, evaluate, None), "smoke", "bert",
+                                    tmp_path, tokens_per_step=2 * 20.5)
     loaded = pretrained.read(path)
-    assert isinstance(loaded.model, BertForPreTraining) and path.name == COURSE_FILES["bert"]
+    assert isinstance(loaded.model, BertForPreTraining) and path.name == RECIPES["bert"].course_file
     assert loaded.info["valid_loss"] == [5.5] and loaded.info["valid_nsp_accuracy"] == [0.5]
-    assert loaded.info["tokens_seen"] == round(2 * BUDGETS["bert"]["smoke"]["batch"] * 20.5)
+    assert loaded.info["tokens_seen"] == round(2 * 2 * 20.5)
     assert "masked-LM loss 5.500" in loaded.describe()
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[name], weight.half().float())
+
+
+def test_an_elmo_checkpoint_reads_back_with_its_word_vocabulary(tmp_path):
+    from ctxlib.elmo import BiLM, ELMoConfig
+    from ctxlib.static import Vocab
+
+    torch.manual_seed(0)
+    vocab = Vocab.from_text("the cat sat on the mat and the dog sat on the log", min_count=1)
+    model = BiLM(ELMoConfig(vocab_size=len(vocab), dim=8, hidden=8, max_chars=8,
+                            filters=((1, 4), (2, 4)), cutoffs=(4,)))
+    history = History(steps=[1, 2], seconds=[0.5, 0.5], eval_steps=[2],
+                      evals={"valid_loss": [2.0], "forward_ppl": [7.0]}, run={"device": "cpu"})
+
+    def evaluate(m):
+        return {"valid_loss": sum(p.float().abs().sum() for p in m.parameters()).item()}
+
+    path = export_course_checkpoint(Run(model, vocab, history, evaluate, None), "smoke", "elmo",
+                                    tmp_path)
+    loaded = pretrained.read(path)
+    assert isinstance(loaded.model, BiLM) and loaded.model.config == model.config
+    assert loaded.tokenizer.itos == vocab.itos  # the same words in the same order
+    assert torch.equal(loaded.tokenizer.counts, vocab.counts)
+    assert loaded.info["valid_forward_ppl"] == [7.0] and "biLM loss" in loaded.describe()

@@ -293,3 +293,34 @@ def test_lm_loss_checks_its_labels():
     labels[1, 2] = VOCAB
     with pytest.raises(ValueError, match=rf"labels must lie in \[0, {VOCAB}\) or be -100"):
         model(ids, perm_mask=perm_mask, target_mapping=target_mapping, labels=labels)
+
+
+def test_a_pretraining_batch_is_two_consecutive_segments_each_with_its_own_order():
+    from ctxlib.xlnet import pretraining_batch
+
+    stream = torch.arange(1000)  # each token's id is its position: windows are easy to read
+    generator = torch.Generator().manual_seed(0)
+    first, second = pretraining_batch(stream, 4, 8, 2, generator)
+    assert torch.equal(second[0], first[0] + 8)  # the second segment follows the first
+    for ids, perm_mask, target_mapping, labels in (first, second):
+        assert perm_mask.shape == (4, 8, 8) and target_mapping.shape == (4, 2, 8)
+        # the labels are the tokens at the positions the target mapping points to
+        assert torch.equal(labels, (target_mapping * ids[:, None].float()).sum(-1).long())
+    assert not torch.equal(first[1], second[1])  # a fresh order per segment
+
+
+def test_pretraining_loss_reads_the_second_segment_with_the_first_as_memory():
+    from ctxlib.xlnet import pretraining_batch, pretraining_loss
+
+    torch.manual_seed(0)
+    model = XLNetLM(XLNetConfig(vocab_size=50, n_layer=1, n_head=2, d_model=16, dropout=0.0,
+                                mem_len=8)).eval()
+    batch = pretraining_batch(torch.randint(0, 50, (200,)), 2, 8, 2,
+                              torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loss = pretraining_loss(model, batch)
+        out = model(*batch[0][:1], perm_mask=batch[0][1], target_mapping=batch[0][2],
+                    labels=batch[0][3])
+        second = model(batch[1][0], perm_mask=batch[1][1], target_mapping=batch[1][2],
+                       labels=batch[1][3], mems=out.mems)
+    torch.testing.assert_close(loss, (out.loss + second.loss) / 2)

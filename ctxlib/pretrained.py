@@ -1,9 +1,9 @@
 """Course checkpoints: a chapter's model pretrained well past its cpu budget, found by name.
 
 A chapter pretrains its model live, for a few minutes. To show what *more* pretraining buys,
-the course ships the same model pretrained for about an hour on 2 CPU cores by
-``scripts/pretrain.py`` (the chapter's own code and sizes, only more steps), as a small file
-that records everything needed to use and to judge it:
+the course ships the same model pretrained longer (about an hour on 2 CPU cores, or minutes
+on a GPU) by ``scripts/pretrain.py`` (the chapter's own code and sizes, only more steps), as a
+small file that records everything needed to use and to judge it:
 
 - the model's configuration and its weights in half precision (the file stays a few MB;
   ``load`` returns float32 weights);
@@ -52,6 +52,12 @@ COURSE_CHECKPOINTS: dict[str, RemoteFile] = {
     "bert": _published("pretrained/bert_wikitext2.pt", "4479103a5666516f94a26a109cdab5f4df3667da",
                        "945fe854c1c3bb906403a6c52aa7e0b11ce8d829920ad1cb5b881cf3859646fc",
                        2_790_917),
+    "elmo": _published("pretrained/elmo_wikitext2.pt", "759bd7034e62f19d062f65604ebcfc1662241f35",
+                       "0a55cbf9343fd36ea21aac0ffb12f8a62ac0e1bc6009175a37312098b8ffb3ce",
+                       5_329_081),
+    "xlnet": _published("pretrained/xlnet_wikitext2.pt", "759bd7034e62f19d062f65604ebcfc1662241f35",
+                        "5795cbf6193560b04bd795170f0ec5d1371b7a09be36fceb6ca56ce63c0f9aff",
+                        3_849_595),
 }
 
 

@@ -125,15 +125,22 @@ class Run(NamedTuple):
     evaluate: Callable
     batches: Callable
 
-def pretrain_gpt(budget: str, steps: int | None = None):
-    """Chapter 4's WikiText-2 GPT under ``budget``."""
-    cfg = GPT_BUDGETS[budget]
+def wikitext2_bpe_streams(cfg: dict) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
+    """Chapters 4 and 6: a BPE tokenizer of ``cfg["bpe_vocab"]`` entries trained on WikiText-2's
+    training text (its first ``cfg["wiki_chars"]`` characters, if set), and the training and
+    validation text as streams of its token ids (N,)."""
     text = ctxlib.data.load_wikitext2("train")
     if cfg["wiki_chars"]:
         text = text[: cfg["wiki_chars"]]
     bpe = BPETokenizer.train(text, vocab_size=cfg["bpe_vocab"], progress_bar=False)
-    train_ids = torch.tensor(bpe.encode(text))
-    valid_ids = torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid")))
+    return (bpe, torch.tensor(bpe.encode(text)),
+            torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid"))))
+
+
+def pretrain_gpt(budget: str, steps: int | None = None):
+    """Chapter 4's WikiText-2 GPT under ``budget``."""
+    cfg = GPT_BUDGETS[budget]
+    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
     config = GPTConfig(vocab_size=bpe.vocab_size, **cfg["model"])
     ctxlib.seed_everything(0)
     model = GPT(config)
@@ -204,12 +211,7 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
     second reading the first as memory; validation: the same loss on fixed windows and
     orders)."""
     cfg = XLNET_BUDGETS[budget]
-    text = ctxlib.data.load_wikitext2("train")
-    if cfg["wiki_chars"]:
-        text = text[: cfg["wiki_chars"]]
-    bpe = BPETokenizer.train(text, vocab_size=cfg["bpe_vocab"], progress_bar=False)
-    train_ids = torch.tensor(bpe.encode(text))
-    valid_ids = torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid")))
+    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
     seg_len = cfg["seg_len"]
     num_predict = seg_len // cfg["predict_every"]
     config = xlnet_lib.XLNetConfig(vocab_size=bpe.vocab_size, mem_len=seg_len, **cfg["model"])

@@ -137,6 +137,18 @@ def wikitext2_bpe_streams(cfg: dict) -> tuple[BPETokenizer, torch.Tensor, torch.
             torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid"))))
 
 
+def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss_fn, evaluate,
+                 settings: dict, checkpoint_every: int, weight_decay: float = 0.01) -> History:
+    """Train ``model`` with the budget's TrainConfig fields of recipe ``name`` (``steps``
+    overriding its steps), checkpointed under the name the chapter's notebook uses."""
+    recipe = RECIPES[name]
+    fields = recipe.budgets[budget][recipe.train_key]
+    config = TrainConfig(weight_decay=weight_decay, checkpoint_every=checkpoint_every,
+                         checkpoint_path=ctxlib.checkpoint_path(recipe.checkpoint_name),
+                         **dict(fields, steps=steps or fields["steps"]))
+    return train(model, batches, loss_fn, config, eval_fn=evaluate, settings=settings)
+
+
 def pretrain_gpt(budget: str, steps: int | None = None):
     """Chapter 4's WikiText-2 GPT under ``budget``."""
     cfg = GPT_BUDGETS[budget]
@@ -157,16 +169,9 @@ def pretrain_gpt(budget: str, steps: int | None = None):
     def batches(generator):
         return lm_windows(train_ids, cfg["batch"], config.block_size, generator)
 
-    settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
-    history = train(
-        model,
-        batches,
-        loss_fn,
-        TrainConfig(weight_decay=0.1, checkpoint_path=ctxlib.checkpoint_path("wiki_gpt"),
-                    checkpoint_every=500, **settings),
-        eval_fn=evaluate,
-        settings={"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
-    )
+    history = train_recipe("gpt", budget, steps, model, batches, loss_fn, evaluate,
+                           {"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
+                           checkpoint_every=500, weight_decay=0.1)
     return Run(model, bpe, history, evaluate, batches)
 
 
@@ -195,14 +200,8 @@ def pretrain_bert(budget: str, steps: int | None = None):
 
     ctxlib.seed_everything(0)
     model = bert_lib.BertForPreTraining(config)
-    settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
-    history = train(
-        model, batches, bert_lib.pretraining_loss,
-        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path("bert"),
-                    checkpoint_every=400, **settings),
-        eval_fn=evaluate,
-        settings={"batch": cfg["batch"]},
-    )
+    history = train_recipe("bert", budget, steps, model, batches, bert_lib.pretraining_loss,
+                           evaluate, {"batch": cfg["batch"]}, checkpoint_every=400)
     return Run(model, bpe, history, evaluate, batches)
 
 
@@ -228,14 +227,10 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
 
     ctxlib.seed_everything(0)
     model = xlnet_lib.XLNetLM(config)
-    settings = dict(cfg["pretrain"], steps=steps or cfg["pretrain"]["steps"])
-    history = train(
-        model, batches, xlnet_lib.pretraining_loss,
-        TrainConfig(weight_decay=0.01, checkpoint_path=ctxlib.checkpoint_path("xlnet"),
-                    checkpoint_every=200, **settings),
-        eval_fn=evaluate,
-        settings={k: cfg[k] for k in ("batch", "seg_len", "predict_every", "wiki_chars")},
-    )
+    history = train_recipe("xlnet", budget, steps, model, batches, xlnet_lib.pretraining_loss,
+                           evaluate,
+                           {k: cfg[k] for k in ("batch", "seg_len", "predict_every", "wiki_chars")},
+                           checkpoint_every=200)
     return Run(model, bpe, history, evaluate, batches)
 
 
@@ -266,14 +261,9 @@ def pretrain_elmo(budget: str, steps: int | None = None):
 
     ctxlib.seed_everything(0)
     model = elmo_lib.BiLM(config)
-    settings = dict(cfg["train"], steps=steps or cfg["train"]["steps"])
-    history = train(
-        model, batches, elmo_lib.lm_loss,
-        TrainConfig(checkpoint_path=ctxlib.checkpoint_path("elmo_bilm"), checkpoint_every=200,
-                    **settings),
-        eval_fn=evaluate,
-        settings={"batch": cfg["batch"], "window": cfg["window"]},
-    )
+    history = train_recipe("elmo", budget, steps, model, batches, elmo_lib.lm_loss, evaluate,
+                           {"batch": cfg["batch"], "window": cfg["window"]},
+                           checkpoint_every=200)
     return Run(model, vocab, history, evaluate, batches)
 
 

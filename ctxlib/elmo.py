@@ -66,10 +66,13 @@ class CharVocab:
     def __init__(self, max_chars: int):
         self.max_chars = max_chars
 
-    def word(self, word: str) -> list[int]:
+    def word(self, word: str | bytes) -> list[int]:
+        """One word's character ids. A word may also be given as its bytes: a piece of a
+        byte-level BPE vocabulary need not be valid UTF-8 on its own."""
         if not word:
             raise ValueError("cannot encode an empty word; split the text on whitespace first.")
-        body = [b + 1 for b in word.encode("utf-8")[: self.max_chars - 2]]
+        raw = word if isinstance(word, bytes) else word.encode("utf-8")
+        body = [b + 1 for b in raw[: self.max_chars - 2]]
         ids = [BOW_CHAR, *body, EOW_CHAR]
         return ids + [PAD_CHAR] * (self.max_chars - len(ids))
 
@@ -273,7 +276,7 @@ def shifted_targets(word_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.T
 # --- Pretraining on a word stream (chapter 3) ---------------------------------------------------
 
 
-def spell_vocabulary(words: list[str], max_chars: int) -> torch.Tensor:
+def spell_vocabulary(words: list[str] | list[bytes], max_chars: int) -> torch.Tensor:
     """Each word of a vocabulary spelled once: (V, max_chars) character ids, row i for word i,
     so that a batch of word ids becomes characters by indexing: ``spelled[word_ids]``."""
     return CharVocab(max_chars).sentences([words])[0]

@@ -166,19 +166,25 @@ class GPT(nn.Module):
             )
 
     def hidden_states(
-        self, input_ids: torch.Tensor, past: list[LayerCache] | None = None
+        self, input_ids: torch.Tensor, past: list[LayerCache] | None = None,
+        all_layers: bool = False,
     ) -> tuple[torch.Tensor, list[LayerCache]]:
-        """The final hidden states (B, T, C), after ``ln_f``, and the key/value cache."""
+        """The final hidden states (B, T, C), after ``ln_f``, and the key/value cache. With
+        ``all_layers=True`` the first item is the list of the embeddings' output and every
+        block's, n_layer + 1 tensors (B, T, C), the last one after ``ln_f`` (as Hugging Face's
+        ``output_hidden_states``)."""
         past_length = past[0][0].size(2) if past else 0
         self._check_input(input_ids, past_length)
         T = input_ids.size(1)
         positions = torch.arange(past_length, past_length + T, device=input_ids.device)  # (T,)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, C)
-        presents = []
+        layers, presents = [x], []
         for i, block in enumerate(self.h):
             x, present = block(x, past[i] if past else None)
+            layers.append(x)
             presents.append(present)
-        return self.ln_f(x), presents
+        layers[-1] = self.ln_f(x)
+        return (layers if all_layers else layers[-1]), presents
 
     def forward(
         self,

@@ -249,10 +249,15 @@ class XLNet(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, perm_mask=None,
-                target_mapping=None, mems=None) -> XLNetOutput:
+                target_mapping=None, mems=None, all_layers: bool = False) -> XLNetOutput:
         """input_ids, token_type_ids, attention_mask: (B, T); perm_mask: (B, T, T);
-        target_mapping: (B, N, T), one 1 per row; mems: n_layer tensors (B, M, C)."""
+        target_mapping: (B, N, T), one 1 per row; mems: n_layer tensors (B, M, C). With
+        ``all_layers=True`` (and no target_mapping) ``hidden`` is the list of the content
+        stream's input and every layer's output, n_layer + 1 tensors (B, T, C)."""
         self._check(input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems)
+        if all_layers and target_mapping is not None:
+            raise ValueError("all_layers gives the content stream's layers: leave target_mapping "
+                             "out (the query stream exists only at the targets).")
         B, T = input_ids.shape
         M = mems[0].shape[1] if mems else 0
         blocked_h, blocked_g = attention_masks(B, T, M, attention_mask, perm_mask)
@@ -274,6 +279,7 @@ class XLNet(nn.Module):
         encodings = self.dropout(relative_encodings(T, M, self.config.d_model,
                                                     self.config.clamp_len, h.device))
         new_mems = [] if self.config.mem_len > 0 else None
+        layers = [h]
         for i, layer in enumerate(self.layers):
             memory = mems[i] if mems else None
             if new_mems is not None:
@@ -281,6 +287,9 @@ class XLNet(nn.Module):
                 kept = h if memory is None else torch.cat([memory, h], dim=1)
                 new_mems.append(kept[:, -self.config.mem_len:].detach())
             h, g = layer(h, g, memory, encodings, content_view, query_view)
+            layers.append(h)
+        if all_layers:
+            return XLNetOutput(layers[:-1] + [self.dropout(h)], new_mems)
         return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
 
     def _check(self, input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems):

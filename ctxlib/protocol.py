@@ -146,16 +146,35 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
     return Curve(task, metric, list(usable), list(seeds), scores, chosen, dict(lines or {}))
 
 
+def merge_curves(curves: Sequence[Curve]) -> Curve:
+    """One curve holding the arms of several curves of the same task, sizes and seeds (run
+    separately, say one model at a time, to keep one model's features in memory at once)."""
+    first = curves[0]
+    if any((c.task, c.sizes, c.seeds) != (first.task, first.sizes, first.seeds) for c in curves):
+        raise ValueError("only curves of the same task, sizes and seeds can be merged.")
+    merged = Curve(first.task, first.metric, list(first.sizes), list(first.seeds), {}, {}, {})
+    for c in curves:
+        merged.scores.update(c.scores)
+        merged.chosen.update(c.chosen)
+        merged.lines.update(c.lines)
+    return merged
+
+
 def sample(rows: list[int], n: int, seed: int) -> list[int]:
     """``n`` of ``rows``, drawn without replacement by ``seed``: each seed labels other items."""
     return sorted(random.Random(1000 + seed).sample(rows, n))
 
 
-def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str]] = ()) -> None:
+def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str]] = (),
+                by_arm: bool = False) -> None:
     """One row per number of labels: each arm's mean ± standard deviation over seeds, and,
     with ``compare=(a, b)`` (or several such pairs), the gain of ``a`` over ``b`` and whether
-    it passes the 2-sd bar."""
+    it passes the 2-sd bar. With ``by_arm=True``, one row per arm instead (for many arms),
+    and one row per comparison."""
     pairs = [compare] if compare and isinstance(compare[0], str) else list(compare)
+    if by_arm:
+        _print_by_arm(curve, pairs)
+        return
     names = list(curve.scores)
     width = max(16, *(len(n) + 2 for n in names))
     print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)")
@@ -174,6 +193,28 @@ def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str
             print(f"{'':>8}{gain}: {a} minus {b}")
     for label, value in curve.lines.items():
         print(f"{'':>8}{label}: {value:.3f}")
+
+
+def _gain_label(a: str, b: str) -> str:
+    """"x: gain over random init" for the pair (x, "x, random init"), else "a minus b"."""
+    return f"{a}: gain over{b[len(a) + 1:]}" if b.startswith(f"{a},") else f"{a} minus {b}"
+
+
+def _print_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> None:
+    width = max(len(a) for a in [*curve.scores, *(_gain_label(a, b) for a, b in pairs)]) + 2
+    print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds), by number of labels")
+    print(f"{'':<{width}}" + "".join(f"{n:>16,}" for n in curve.sizes))
+    for arm in curve.scores:
+        print(f"{arm:<{width}}" + "".join(
+            f"{f'{curve.mean(arm, n):.3f} ± {curve.std(arm, n):.3f}':>16}" for n in curve.sizes))
+    for a, b in pairs:
+        gains = [curve.gain(a, b, n) for n in curve.sizes]
+        print(f"{_gain_label(a, b):<{width}}" + "".join(
+            f"{f'{d:+.3f} {chr(10003) if clear else chr(183)}':>16}" for d, clear in gains))
+    if pairs:
+        print(f"({chr(10003)}: beyond twice the larger spread; {chr(183)}: within it)")
+    for label, value in curve.lines.items():
+        print(f"{label}: {value:.3f}")
 
 
 def results_path(name: str) -> Path:
@@ -221,8 +262,12 @@ def load_results(path: str | Path) -> list[Curve]:
 
 def probe_arm(train_features: Sequence[torch.Tensor], train_labels: Sequence[torch.Tensor],
               dev_features: Sequence[torch.Tensor], dev_labels: Sequence[torch.Tensor],
-              num_classes: int, l2s: Sequence[float] = (1e-3, 1e-2, 1e-1)) -> Arm:
-    """A linear probe on frozen features, scored by accuracy over all labelled positions.
+              num_classes: int, l2s: Sequence[float] = (1e-3, 1e-2, 1e-1),
+              metric: Callable[[list[torch.Tensor], list[torch.Tensor]], float] | None = None
+              ) -> Arm:
+    """A linear probe on frozen features, scored by accuracy over all labelled positions, or
+    by ``metric(predicted, gold)``, two lists with one (positions,) tensor of label ids per
+    item (entity F1 needs whole sentences, not positions).
 
     Items are sentences: ``train_features[i]`` is a (positions, D) tensor (one position per
     word for tagging, one per sentence for classification) and ``train_labels[i]`` its
@@ -243,17 +288,23 @@ def probe_arm(train_features: Sequence[torch.Tensor], train_labels: Sequence[tor
 
     def score(probe, rows):
         x, y = dev if rows is None else stack(train_features, train_labels, rows)
-        return (probe.predict(x) == y).float().mean().item()
+        predicted = probe.predict(x)
+        if metric is None:
+            return (predicted == y).float().mean().item()
+        gold = dev_labels if rows is None else [train_labels[r] for r in rows]
+        return metric(list(predicted.split([len(g) for g in gold])), list(gold))
 
     return Arm(fit, score, tuple(l2s))
 
 
 def most_frequent_arm(train_items: Sequence[Sequence[Any]], train_labels: Sequence[Sequence[Any]],
-                      dev_items: Sequence[Sequence[Any]], dev_labels: Sequence[Sequence[Any]]
+                      dev_items: Sequence[Sequence[Any]], dev_labels: Sequence[Sequence[Any]],
+                      metric: Callable[[list[list[Any]], list[list[Any]]], float] | None = None
                       ) -> Arm:
     """The lookup baseline: each item (a word, say) gets the label it had most often in the
     labelled rows; unseen items get the most frequent label overall. Items are given per row
-    (a sentence's words and tags)."""
+    (a sentence's words and tags). Scored by accuracy over all items, or by
+    ``metric(predicted rows, gold rows)``."""
     from collections import Counter, defaultdict
 
     def fit(rows, seed, setting):
@@ -269,6 +320,9 @@ def most_frequent_arm(train_items: Sequence[Sequence[Any]], train_labels: Sequen
         lookup, fallback = table
         items, labels = ((dev_items, dev_labels) if rows is None
                          else ([train_items[r] for r in rows], [train_labels[r] for r in rows]))
+        if metric is not None:
+            return metric([[lookup.get(i, fallback) for i in row] for row in items],
+                          [list(ys) for ys in labels])
         pairs = [(lookup.get(i, fallback), y) for row, ys in zip(items, labels)
                  for i, y in zip(row, ys)]
         return sum(p == y for p, y in pairs) / len(pairs)

@@ -139,3 +139,36 @@ def test_a_setting_can_be_chosen_once_for_every_size():
     with pytest.raises(ValueError, match="choose_at=30"):
         learning_curve("toy", {"a": recording_arm([], {0.1: 0.9, 0.2: 0.7})}, pool_size=100,
                        sizes=[10, 40], held_out=20, choose_at=30)
+
+
+def test_arms_can_be_scored_by_a_metric_of_whole_items():
+    # two items of two positions each; the metric scores an item right only if all of it is
+    features = [torch.tensor([[2.0, -2.0], [-3.0, 3.0], [4.0, -4.0]]),
+                torch.tensor([[-2.0, 2.0], [3.0, -3.0]])]
+    labels = [torch.tensor([1, 0, 1]), torch.tensor([0, 1])]
+
+    def whole_items(predicted, gold):
+        return sum(bool((p == g).all()) for p, g in zip(predicted, gold)) / len(gold)
+
+    arm = protocol.probe_arm(features, labels, features, labels, 2, l2s=(1e-3,),
+                             metric=whole_items)
+    assert arm.score(arm.fit([0, 1], 0, 1e-3), None) == 1.0
+    assert arm.score(arm.fit([0, 1], 0, 1e3), None) < 1.0  # all one label: no item is whole
+    lookup = protocol.most_frequent_arm([["a", "b"], ["a", "a"]], [["x", "y"], ["x", "x"]],
+                                        [["a", "b"]], [["x", "x"]],
+                                        metric=lambda p, g: sum(map(list.__eq__, p, g)) / len(g))
+    assert lookup.score(lookup.fit([0, 1], 0, None), None) == 0.0  # "b" is tagged y
+
+
+def test_curves_of_separate_runs_merge_and_print_by_arm(capsys):
+    def curve(arm, value):
+        return Curve("t", "accuracy", [10, 20], [0, 1, 2],
+                     {arm: {10: [value] * 3, 20: [value + 0.1] * 3}}, {arm: {10: 1, 20: 1}})
+
+    merged = protocol.merge_curves([curve("a", 0.5), curve("a, random init", 0.3)])
+    assert set(merged.scores) == {"a", "a, random init"}
+    protocol.print_table(merged, compare=("a", "a, random init"), by_arm=True)
+    shown = capsys.readouterr().out
+    assert "0.600 ± 0.000" in shown and "a: gain over random init" in shown
+    with pytest.raises(ValueError, match="same task"):
+        protocol.merge_curves([curve("a", 0.5), Curve("u", "accuracy", [10], [0], {})])

@@ -140,3 +140,62 @@ def layer_contextuality(sentences: Sequence[Sequence[str]], vectors: Sequence[to
         random_pair_cosine=random_pair_cosine(everything, pairs, generator),
         random_mev=sum(baseline_of[len(m)] for m in frequent) / len(frequent),
     )
+
+
+# --- Senses of one word ------------------------------------------------------------------------
+
+
+def sense_occurrences(lines: Sequence[str], word: str, cues: dict[str, set[str]],
+                      width: int = 10, label_width: int = 60) -> list[tuple[list[str], int, str]]:
+    """Occurrences of ``word`` labelled with a sense by cue words the model never reads.
+
+    For each occurrence in ``lines`` (whitespace-separated text), the window the model will
+    read is the ``width`` words on each side. An occurrence whose window holds a cue word is
+    dropped (the model could read its label). The others are labelled by the sense whose cue
+    words (``cues``: sense -> words) occur more often within ``label_width`` words; ties are
+    dropped. Returns (window words, position of ``word`` in it, sense) per occurrence."""
+    every_cue = set().union(*cues.values())
+    found = []
+    for line in lines:
+        tokens = line.split()
+        for i, token in enumerate(tokens):
+            if token != word:
+                continue
+            start = max(0, i - width)
+            window = tokens[start : i + width + 1]
+            if every_cue & set(window):
+                continue
+            further = tokens[max(0, i - label_width) : i + label_width + 1]
+            votes = {sense: sum(t in words for t in further) for sense, words in cues.items()}
+            best = max(votes.values())
+            if best and list(votes.values()).count(best) == 1:
+                found.append((window, i - start, max(votes, key=votes.get)))
+    return found
+
+
+def sense_cosines(vectors: torch.Tensor, senses: Sequence[str], resamples: int = 100,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """Mean cosine of same-sense pairs and of cross-sense pairs of occurrences (n, d), and the
+    standard deviation of their difference over ``resamples`` bootstrap resamples of the
+    occurrences (pairs of an occurrence with itself never count)."""
+    vectors = _check_matrix(vectors, "occurrence vectors", at_least=2)
+    if len(senses) != len(vectors) or len(set(senses)) < 2:
+        raise ValueError("give one sense per occurrence, and at least two different senses.")
+    names = sorted(set(senses))
+    labels = torch.tensor([names.index(s) for s in senses])
+    unit = F.normalize(vectors, dim=-1)
+    cosine = unit @ unit.T
+
+    def means(rows: torch.Tensor) -> tuple[float, float]:
+        same = labels[rows][:, None] == labels[rows][None, :]
+        distinct = rows[:, None] != rows[None, :]
+        picked = cosine[rows][:, rows]
+        return picked[same & distinct].mean().item(), picked[~same].mean().item()
+
+    n = len(vectors)
+    same, cross = means(torch.arange(n))
+    generator = torch.Generator().manual_seed(seed)
+    gaps = torch.tensor([a - b for a, b in (means(torch.randint(0, n, (n,), generator=generator))
+                                            for _ in range(resamples))])
+    gaps = gaps[gaps.isfinite()]  # a small resample may miss a sense's pairs altogether
+    return same, cross, gaps.std().item() if len(gaps) > 1 else float("nan")

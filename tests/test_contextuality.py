@@ -12,6 +12,8 @@ from ctxlib.contextuality import (
     max_explainable_variance,
     random_pair_cosine,
     self_similarity,
+    sense_cosines,
+    sense_occurrences,
 )
 
 
@@ -79,3 +81,27 @@ def test_bad_input_is_refused():
         layer_contextuality([["a", "b"]], [torch.ones(2, 3)])
     with pytest.raises(ValueError, match="2 words has 3 vectors"):
         layer_contextuality([["a", "b"]], [torch.ones(3, 3)])
+
+
+def test_sense_occurrences_never_label_by_a_word_the_model_reads():
+    cues = {"stage": {"theatre"}, "game": {"team"}}
+    far = " ".join(["x"] * 12)
+    lines = [
+        f"theatre {far} the play {far}",  # cue outside the window: labelled stage
+        f"the team play {far}",  # cue inside the window: dropped
+        f"team {far} play {far} theatre",  # one vote each: a tie, dropped
+        f"{far} play {far} team team",  # labelled game
+    ]
+    found = sense_occurrences(lines, "play", cues, width=10, label_width=60)
+    assert [sense for *_, sense in found] == ["stage", "game"]
+    window, position, _ = found[0]
+    assert window[position] == "play" and len(window) == 21
+
+
+def test_sense_cosines_by_hand():
+    # two senses along two axes: same-sense pairs have cosine 1, cross-sense pairs 0
+    x = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
+    same, cross, spread = sense_cosines(x, ["a", "a", "b", "b"], resamples=20)
+    assert same == pytest.approx(1.0) and cross == pytest.approx(0.0) and spread >= 0
+    with pytest.raises(ValueError, match="two different senses"):
+        sense_cosines(x, ["a"] * 4)

@@ -598,3 +598,52 @@ def check_relative_shift(relative_shift) -> None:
                   "and row p of the encodings holds distance K - p: entry [i, j] must come from "
                   "column T - i + j. View (T, K+T) as (K+T, T), drop the first row, view back.")
     _passed("the reshape trick picks, for every query and key, the score of their distance.")
+
+
+# --- Chapter 7: head to head ---------------------------------------------------------------------
+
+
+def _runs(row: torch.Tensor) -> list[int]:
+    """Lengths of the runs of consecutive True in a 1-D bool tensor."""
+    lengths, current = [], 0
+    for value in row.tolist() + [False]:
+        if value:
+            current += 1
+        elif current:
+            lengths.append(current)
+            current = 0
+    return lengths
+
+
+def check_span_mask(span_mask) -> None:
+    """Exercise 7.1: ``span_mask(maskable, rate, max_span, generator)`` chooses, in each row of
+    ``maskable`` (B, T) bool, round(rate x its maskable positions) of them (at least one), in
+    spans of 1..max_span consecutive positions, drawn with ``generator``."""
+    g = torch.Generator().manual_seed(7)
+    maskable = torch.ones(64, 128, dtype=torch.bool)
+    maskable[:, 0] = maskable[:, -1] = False  # [CLS] and [SEP]
+    maskable[::2, 100:] = False  # padding in half the rows
+    chosen = span_mask(maskable, 0.15, 5, g)
+    chosen = _expect_tensor(chosen, "the chosen positions", tuple(maskable.shape))
+    if chosen.dtype != torch.bool:
+        _fail(f"return a bool tensor (True = chosen), got {chosen.dtype}.")
+    if (chosen & ~maskable).any():
+        _fail("a chosen position is not maskable ([CLS], [SEP] or padding): choose among the "
+              "True positions of `maskable` only.")
+    wanted = (0.15 * maskable.sum(1)).round().clamp(min=1)
+    if not torch.equal(chosen.sum(1), wanted.long()):
+        row = int((chosen.sum(1) != wanted.long()).nonzero()[0])
+        _fail(f"row {row} has {int(maskable[row].sum())} maskable positions, so "
+              f"{int(wanted[row])} should be chosen, not {int(chosen[row].sum())}: stop adding "
+              "spans once the row has enough (cut the last span short).")
+    runs = [n for row in chosen for n in _runs(row)]
+    if sum(runs) / len(runs) < 1.5:
+        _fail(f"the chosen positions come in runs of {sum(runs) / len(runs):.2f} on average: "
+              "choose spans of consecutive positions (a random length in 1..max_span, then a "
+              "start), not single positions.")
+    again = span_mask(maskable, 0.15, 5, torch.Generator().manual_seed(7))
+    other = span_mask(maskable, 0.15, 5, torch.Generator().manual_seed(8))
+    if not torch.equal(again, chosen) or torch.equal(other, chosen):
+        _fail("draw every random number from `generator`: the same seed must give the same "
+              "spans, another seed other spans.")
+    _passed(f"spans of {sum(runs) / len(runs):.2f} positions on average, 15% of each row.")

@@ -220,3 +220,41 @@ def test_nsp_ablation_check_reads_the_runs(monkeypatch, capsys):
     runs["with_nsp"] = runs["with_nsp"][::-1]  # the pair the wrong way round
     with pytest.raises(ExerciseFailed):
         checks.check_nsp_ablation(runs)
+
+
+def span_mask(maskable, rate, max_span, generator):
+    chosen = torch.zeros_like(maskable)
+    for b in range(len(maskable)):
+        positions = maskable[b].nonzero().flatten()
+        wanted, taken = max(1, round(rate * len(positions))), 0
+        while taken < wanted:
+            length = int(torch.randint(1, max_span + 1, (1,), generator=generator))
+            start = int(torch.randint(0, len(positions), (1,), generator=generator))
+            for p in positions[start : start + length].tolist():
+                if taken < wanted and not chosen[b, p]:
+                    chosen[b, p] = True
+                    taken += 1
+    return chosen
+
+
+def test_span_mask_check(capsys):
+    checks.check_span_mask(span_mask)
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(NotImplementedError):
+        checks.check_span_mask(stub)
+
+    def single_positions(maskable, rate, max_span, generator):
+        return span_mask(maskable, rate, 1, generator)
+
+    def ignores_maskable(maskable, rate, max_span, generator):
+        return span_mask(torch.ones_like(maskable), rate, max_span, generator)
+
+    def own_randomness(maskable, rate, max_span, generator):
+        return span_mask(maskable, rate, max_span, torch.Generator().manual_seed(0))
+
+    def too_many(maskable, rate, max_span, generator):
+        return span_mask(maskable, rate * 1.5, max_span, generator)
+
+    for answer in (single_positions, ignores_maskable, own_randomness, too_many):
+        with pytest.raises(ExerciseFailed):
+            checks.check_span_mask(answer)

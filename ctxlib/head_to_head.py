@@ -1,0 +1,549 @@
+"""Chapter 7: the four pretraining objectives on equal terms.
+
+ELMo's biLM, GPT's causal LM, BERT's masked LM (with and without next-sentence prediction)
+and XLNet's permutation LM, each built from its own chapter's module, put on the same footing:
+
+- the same text: WikiText-2's training sentences, in the same order;
+- the same vocabulary: one byte-level BPE (the biLM reads each token's bytes with its
+  character CNN and predicts tokens of the same vocabulary);
+- the same width, and within 10% the same number of weights in the layers that mix context
+  (4 Transformer blocks against 2 directions x 3 LSTM layers); token encoders and output
+  layers are counted apart;
+- the same tokens per training step and the same optimizer recipe (AdamW, warmup, cosine),
+  each objective with its own learning rate, chosen on its own validation loss.
+
+Nothing here is a second implementation of a model: ``build`` takes each model, its batches
+and its loss from ``ctxlib.elmo``, ``ctxlib.gpt``, ``ctxlib.bert`` and ``ctxlib.xlnet`` (a
+test checks this), and this file only reads them all the same way:
+
+    text = shared_text(bpe_vocab=4000)
+    causal = build("causal", text, Sizes())
+    history = pretrain(causal, steps=600, lr=1e-3, warmup_steps=60, name="h2h_causal")
+    layers = word_layers(causal, text.tokenizer, [["The", "cat", "sat"]])  # [(L+1, 3, D)]
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctxlib import bert, elmo, gpt, xlnet
+from ctxlib.batches import encode_words, lm_windows, pad_batch
+from ctxlib.data import wikitext2_sentences
+from ctxlib.protocol import Arm, probe_arm
+from ctxlib.runtime import checkpoint_path, seed_everything, take
+from ctxlib.tokenizers import BPETokenizer
+from ctxlib.train import History, TrainConfig, train
+
+OBJECTIVES = {  # key -> what the chapter calls it
+    "bilm": "biLM (ELMo)",
+    "causal": "causal LM (GPT)",
+    "mlm_nsp": "masked LM + NSP (BERT)",
+    "mlm": "masked LM (BERT, no NSP)",
+    "plm": "permutation LM (XLNet)",
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The shape every contender shares. Four Transformer blocks of width d hold about 12 d^2
+    weights each; an LSTM layer of width d holds 8 d^2, so three per direction, six in all,
+    hold about as many as the four blocks."""
+
+    d_model: int = 128
+    n_layer: int = 4  # Transformer blocks
+    n_head: int = 4
+    bilm_layers: int = 3  # LSTM layers per direction
+    context: int = 64  # tokens one training example reads (XLNet: two segments of half)
+    batch: int = 16  # examples per step; BERT's pairs are shorter, so it gets more of them
+    dropout: float = 0.1
+    max_chars: int = 16  # the biLM's characters per token, begin and end marks included
+    predict_every: int = 4  # XLNet predicts one token in this many (partial prediction)
+    valid_batches: int = 10  # validation: this many fixed batches of 16 examples
+
+
+class SharedText(NamedTuple):
+    """WikiText-2 in one BPE vocabulary, as articles of sentences (BERT's pairs) and as one
+    stream of the same sentences (everyone else's windows)."""
+
+    tokenizer: BPETokenizer
+    train_docs: list[list[list[int]]]  # articles -> sentences -> token ids
+    valid_docs: list[list[list[int]]]
+    train_ids: torch.Tensor  # (N,) every training sentence, one after another
+    valid_ids: torch.Tensor  # (M,)
+
+
+def shared_text(bpe_vocab: int, articles: int | None = None) -> SharedText:
+    """Train the shared BPE vocabulary on WikiText-2's training sentences (its first
+    ``articles`` articles, if given; as many of the validation articles) and encode both."""
+    train_articles = take(wikitext2_sentences("train"), articles)
+    valid_articles = take(wikitext2_sentences("valid"), articles)
+    tokenizer = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
+                                   vocab_size=bpe_vocab, progress_bar=False)
+    train_docs = [tokenizer.encode_batch(a) for a in train_articles]
+    valid_docs = [tokenizer.encode_batch(a) for a in valid_articles]
+
+    def stream(docs):
+        return torch.tensor([t for doc in docs for sentence in doc for t in sentence])
+
+    return SharedText(tokenizer, train_docs, valid_docs, stream(train_docs), stream(valid_docs))
+
+
+@dataclass
+class Contender:
+    """One objective, ready to train and to read: its chapter's model, batches, loss and
+    validation, and ``layers``, which runs token id lists through every layer."""
+
+    key: str
+    model: nn.Module
+    batches: Callable[[torch.Generator], Any]
+    loss: Callable[[nn.Module, Any], torch.Tensor]
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    valid_key: str  # the validation loss ``evaluate`` reports, in nats per predicted token
+    tokens_in: Callable[[Any], int]  # tokens (padding not counted) of one training batch
+    layers: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (ids, mask) (B, T)
+    # -> the input layer and every layer above it, each (B, T, D)
+    sizes: Sizes
+    batch: int  # examples per step
+    token_encoder: list[nn.Module]  # context-free: a token in, a vector out
+    context_layers: list[nn.Module]  # what mixes the tokens of a sequence
+    extra: dict[str, Any] = field(default_factory=dict)  # the biLM's token numbering and
+    # spelling, BERT's special ids
+
+    @property
+    def name(self) -> str:
+        return OBJECTIVES[self.key]
+
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def parameter_counts(contender: Contender) -> dict[str, int]:
+    """Weights of the token encoder, of the context layers, and of the rest (output layers,
+    heads), counted once each (a tied output matrix is the token embedding)."""
+    def count(modules):
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    total = sum(p.numel() for p in contender.model.parameters())
+    encoder, context = count(contender.token_encoder), count(contender.context_layers)
+    return {"token encoder": encoder, "context layers": context,
+            "output and heads": total - encoder - context, "total": total}
+
+
+@torch.no_grad()
+def _mean_loss(model: nn.Module, loss: Callable, batches: list) -> float:
+    model.eval()
+    value = sum(loss(model, b).item() for b in batches) / len(batches)
+    model.train()
+    return value
+
+
+def _on(device: torch.device, *tensors):
+    return tuple(t.to(device) for t in tensors)
+
+
+def _build_causal(text: SharedText, s: Sizes) -> dict:
+    config = gpt.GPTConfig(vocab_size=text.tokenizer.vocab_size, block_size=s.context,
+                           n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model,
+                           dropout=s.dropout)
+    model = gpt.GPT(config)
+
+    def loss(model, batch):
+        x, y = _on(next(model.parameters()).device, *batch)
+        return model(x, targets=y)[1]
+
+    generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
+    valid = [lm_windows(text.valid_ids, 16, s.context, generator) for _ in range(s.valid_batches)]
+    return {
+        "model": model,
+        "batch": s.batch,
+        "loss": loss,
+        "valid_key": "valid_loss",
+        "batches": lambda g: lm_windows(text.train_ids, s.batch, s.context, g),
+        "evaluate": lambda m: {"valid_loss": _mean_loss(m, loss, valid)},
+        "tokens_in": lambda batch: batch[0].numel(),
+        "layers": lambda ids, mask: model.hidden_states(ids, all_layers=True)[0],
+        "token_encoder": [model.wte, model.wpe],
+        "context_layers": [model.h, model.ln_f],
+    }
+
+
+def _pieces(tokenizer: BPETokenizer) -> list[bytes]:
+    """Each token's bytes; a special token is spelled by its name."""
+    return [piece or tokenizer.special_tokens[i].encode() for i, piece in
+            enumerate(tokenizer.pieces)]
+
+
+def _build_bilm(text: SharedText, s: Sizes) -> dict:
+    V = text.tokenizer.vocab_size
+    # The adaptive softmax wants ids sorted by frequency: the biLM numbers the same tokens by
+    # their rank in the training text. The characters it reads are each token's own bytes.
+    counts = torch.bincount(text.train_ids, minlength=V)
+    by_rank = counts.argsort(descending=True, stable=True)  # rank -> token id
+    rank = torch.empty_like(by_rank)
+    rank[by_rank] = torch.arange(V)  # token id -> rank
+    spelled = elmo.spell_vocabulary(_pieces(text.tokenizer), s.max_chars)  # (V, C), by id
+    config = elmo.ELMoConfig(vocab_size=V, max_chars=s.max_chars, dim=s.d_model,
+                             hidden=s.d_model, layers=s.bilm_layers, dropout=s.dropout,
+                             filters=((1, 32), (2, 32), (3, 64), (4, 128)),
+                             cutoffs=(V // 4,))
+    model = elmo.BiLM(config)
+    train_ranks, spelled_by_rank = rank[text.train_ids], spelled[by_rank]
+    windows = elmo.validation_windows(rank[text.valid_ids], s.context)[: 16 * s.valid_batches]
+
+    def layers(ids, mask):  # padding must be words of no characters at all
+        chars = spelled.to(ids.device)[ids] * mask[..., None]
+        return model(chars)
+
+    return {
+        "model": model,
+        "batch": s.batch,
+        "loss": elmo.lm_loss,
+        "valid_key": "valid_loss",
+        "batches": lambda g: elmo.lm_batch(train_ranks, spelled_by_rank, s.batch, s.context, g),
+        "evaluate": lambda m: elmo.evaluate_lm(m, windows, spelled_by_rank, 16),
+        "tokens_in": lambda batch: batch[1].numel(),
+        "layers": layers,
+        "token_encoder": [model.encoder],
+        "context_layers": [model.forward_lm, model.backward_lm],
+        "extra": {"rank": rank, "by_rank": by_rank, "spelled": spelled},
+    }
+
+
+def _build_bert(text: SharedText, s: Sizes, use_nsp: bool) -> dict:
+    tok = text.tokenizer
+    config = bert.BertConfig(vocab_size=tok.vocab_size, max_position=s.context,
+                             n_layer=s.n_layer, n_head=s.n_head, d_model=s.d_model,
+                             dropout=s.dropout)
+    model = bert.BertForPreTraining(config)
+    max_tokens = s.context - 3  # room for [CLS] and two [SEP]s
+    # A pair of sentences is often shorter than the context: BERT gets as many pairs per step
+    # as carry the others' tokens (measured on 200 pairs drawn as training draws them).
+    probe = bert.pretraining_batch(text.train_docs, 200, tok, max_tokens, random.Random(0),
+                                   torch.Generator().manual_seed(0))
+    batch = max(1, round(s.batch * s.context / probe[2].float().sum(1).mean().item()))
+    valid = bert.pretraining_batch(text.valid_docs, 16 * s.valid_batches, tok, max_tokens,
+                                   random.Random(0), torch.Generator().manual_seed(0))
+
+    def batches(g):
+        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
+        return bert.pretraining_batch(text.train_docs, batch, tok, max_tokens, rng, g)
+
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+
+    def layers(ids, mask):  # [CLS] sentence [SEP], as in pretraining
+        B = len(ids)
+        lengths = mask.sum(1)
+        wrapped = F.pad(ids, (1, 1))
+        wrapped[:, 0] = cls_id
+        wrapped[torch.arange(B), lengths + 1] = sep_id
+        wrapped_mask = F.pad(mask, (1, 1))
+        wrapped_mask[:, 0] = 1
+        wrapped_mask[torch.arange(B), lengths + 1] = 1
+        states, _ = model.bert(wrapped, None, wrapped_mask, all_layers=True)
+        return [h[:, 1:-1] for h in states]
+
+    return {
+        "model": model,
+        "batch": batch,
+        "loss": partial(bert.pretraining_loss, use_nsp=use_nsp),
+        "valid_key": "mlm_loss",
+        "batches": batches,
+        "evaluate": lambda m: bert.evaluate_pretraining(m, valid),
+        "tokens_in": lambda b: int(b[2].sum()),
+        "layers": layers,
+        "token_encoder": [model.bert.embeddings],
+        "context_layers": [model.bert.blocks],
+        "extra": {"specials": {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]")}},
+    }
+
+
+def _build_plm(text: SharedText, s: Sizes) -> dict:
+    seg_len = s.context // 2  # two segments, the second reading the first as memory
+    num_predict = seg_len // s.predict_every
+    config = xlnet.XLNetConfig(vocab_size=text.tokenizer.vocab_size, n_layer=s.n_layer,
+                               n_head=s.n_head, d_model=s.d_model, dropout=s.dropout,
+                               mem_len=seg_len)
+    model = xlnet.XLNetLM(config)
+    valid = xlnet.validation_batches(text.valid_ids, 16 * s.valid_batches, seg_len, num_predict)
+    return {
+        "model": model,
+        "batch": s.batch,
+        "loss": xlnet.pretraining_loss,
+        "valid_key": "valid_loss",
+        "batches": lambda g: xlnet.pretraining_batch(
+            text.train_ids, s.batch, seg_len, num_predict, g),
+        "evaluate": lambda m: xlnet.evaluate_pretraining(m, valid),
+        "tokens_in": lambda b: sum(segment[0].numel() for segment in b),
+        "layers": lambda ids, mask: model.xlnet(ids, attention_mask=mask, all_layers=True).hidden,
+        "token_encoder": [model.xlnet.word_embedding],
+        "context_layers": [model.xlnet.layers],
+    }
+
+
+def build(key: str, text: SharedText, sizes: Sizes, seed: int = 0) -> Contender:
+    """The contender ``key`` (one of OBJECTIVES) at ``sizes``, initialised with ``seed``."""
+    if key not in OBJECTIVES:
+        raise ValueError(f"unknown objective {key!r}; choose one of {list(OBJECTIVES)}.")
+    if sizes.context % 2 or sizes.context // 2 < sizes.predict_every:
+        raise ValueError(f"context {sizes.context} must be even and hold two segments of at "
+                         f"least predict_every={sizes.predict_every} tokens.")
+    seed_everything(seed)
+    built = {"causal": _build_causal, "bilm": _build_bilm, "plm": _build_plm,
+             "mlm_nsp": partial(_build_bert, use_nsp=True),
+             "mlm": partial(_build_bert, use_nsp=False)}[key](text, sizes)
+    return Contender(key=key, sizes=sizes, **built)
+
+
+def pretrain(contender: Contender, steps: int, lr: float, warmup_steps: int, name: str,
+             eval_every: int = 0, seed: int = 0, progress: bool = True) -> History:
+    """Train with the recipe every contender shares (``ctxlib.train``: AdamW with weight decay
+    0.01, linear warmup then cosine decay, gradients clipped at 1), checkpointed as ``name``:
+    run again with the same settings it resumes or returns the finished run, with other
+    settings it starts afresh."""
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=warmup_steps, weight_decay=0.01,
+                         eval_every=eval_every, checkpoint_every=max(50, steps // 4),
+                         checkpoint_path=checkpoint_path(name), seed=seed, progress=progress)
+    return train(contender.model, contender.batches, contender.loss, config,
+                 eval_fn=contender.evaluate,
+                 settings={"objective": contender.key, "sizes": asdict(contender.sizes),
+                           "batch": contender.batch})
+
+
+def tokens_per_step(contender: Contender, samples: int = 20) -> float:
+    """The mean number of tokens in a training batch (padding not counted)."""
+    generator = torch.Generator().manual_seed(0)
+    return sum(contender.tokens_in(contender.batches(generator)) for _ in range(samples)) / samples
+
+
+# --- Reading every layer ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def token_layers(contender: Contender, token_lists: Sequence[Sequence[int]],
+                 batch_size: int = 64) -> list[torch.Tensor]:
+    """Every layer's vector at every token: for each list of ids, a tensor (L+1, T_i, D) on
+    the CPU (layer 0 is the token encoder's output). Lists must fit the context."""
+    too_long = max(len(t) for t in token_lists)
+    if too_long > contender.sizes.context - 2:
+        raise ValueError(f"a sequence of {too_long} tokens is longer than the context allows "
+                         f"({contender.sizes.context - 2}, room left for [CLS] and [SEP]): "
+                         "cut it first (word_layers does).")
+    if min(len(t) for t in token_lists) == 0:
+        raise ValueError("an empty token list has no layers to read.")
+    model, device = contender.model, contender.device()
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
+    out: list[torch.Tensor | None] = [None] * len(token_lists)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = pad_batch([list(token_lists[i]) for i in rows], pad_id=0)
+        stacked = torch.stack(contender.layers(ids.to(device), mask.to(device)), dim=1)
+        for b, i in enumerate(rows):
+            out[i] = stacked[b, :, : len(token_lists[i])].float().cpu()
+    model.train(was_training)
+    return out
+
+
+def word_layers(contender: Contender, tokenizer: BPETokenizer,
+                sentences: Sequence[Sequence[str]]) -> list[torch.Tensor]:
+    """Every layer's vector for every word: for each sentence (a list of words), a tensor
+    (L+1, W_i, D), a word's vector being the mean over its tokens (first, last or mean: no
+    choice suits every objective; the mean favours none). Tokens past the context are cut,
+    so a long sentence may keep fewer words than it has."""
+    limit = contender.sizes.context - 2
+    encoded = [encode_words(tokenizer, list(words)) for words in sentences]
+    states = token_layers(contender, [ids[:limit] for ids, _ in encoded])
+    words = []
+    for (_, word_ids), layers in zip(encoded, states):
+        index = torch.tensor(word_ids[:limit])
+        sums = layers.new_zeros(layers.shape[0], int(index[-1]) + 1, layers.shape[2])
+        sums.index_add_(1, index, layers)
+        words.append(sums / torch.bincount(index)[None, :, None])
+    return words
+
+
+def sentence_layers(contender: Contender, tokenizer: BPETokenizer,
+                    texts: Sequence[str]) -> list[torch.Tensor]:
+    """Every layer's mean vector over a text's tokens: for each text, a tensor (L+1, D)."""
+    limit = contender.sizes.context - 2
+    states = token_layers(contender, [tokenizer.encode(t)[:limit] or [0] for t in texts])
+    return [layers.mean(dim=1) for layers in states]
+
+
+def layer_probe_arm(train_layers: Sequence[torch.Tensor], train_labels: Sequence[torch.Tensor],
+                    dev_layers: Sequence[torch.Tensor], dev_labels: Sequence[torch.Tensor],
+                    num_classes: int, layers: Sequence[int], l2s: Sequence[float] = (1e-3, 1e-1),
+                    metric: Callable | None = None) -> Arm:
+    """A linear probe on one of ``layers`` of frozen features (L+1, positions, D) per item; the
+    layer and the weight penalty are both chosen on the held-out slice, so the score of the
+    arm never rests on a layer picked by its dev score."""
+    arms = {j: probe_arm([x[j] for x in train_layers], train_labels,
+                         [x[j] for x in dev_layers], dev_labels, num_classes, l2s, metric)
+            for j in layers}
+
+    def fit(rows, seed, setting):
+        j, l2 = setting
+        return j, arms[j].fit(rows, seed, l2)
+
+    def score(fitted, rows):
+        j, probe = fitted
+        return arms[j].score(probe, rows)
+
+    return Arm(fit, score, tuple((j, l2) for j in layers for l2 in l2s))
+
+
+# --- What each can do: score, fill in, generate -------------------------------------------------
+
+
+@torch.no_grad()
+def sentence_log_prob(contender: Contender, ids: Sequence[int]) -> float:
+    """The mean log-probability per token of a sentence, as each objective can define it:
+
+    - causal LM: log p(x_t | x_<t) for t >= 1 (the first token has no context);
+    - biLM: the mean of the forward LM's log p(x_t | x_<t) and the backward LM's
+      log p(x_t | x_>t);
+    - masked LM: the pseudo-log-likelihood (Salazar et al. 2020), log p(x_t | all other
+      tokens) with x_t masked, one token at a time: not a probability of the sentence;
+    - permutation LM: log p(x_t | x_<t) in the left-to-right factorization order, which is
+      one of the orders it was trained on.
+    """
+    ids = torch.tensor([list(ids)], device=contender.device())
+    if ids.shape[1] < 2:
+        raise ValueError("a sentence needs at least 2 tokens to be scored.")
+    model, key = contender.model, contender.key
+    was_training = model.training
+    model.eval()
+    try:
+        if key == "causal":
+            logits = model(ids)[0].log_softmax(-1)  # (T, V)
+            value = logits[:-1].gather(1, ids[0, 1:, None]).mean()
+        elif key == "bilm":
+            rank, spelled = (t.to(ids.device) for t in (contender.extra["rank"],
+                                                        contender.extra["spelled"]))
+            forward, backward = model.lm_losses(spelled[ids], rank[ids])
+            value = -(forward + backward) / 2
+        elif key in ("mlm", "mlm_nsp"):
+            logits = _masked_logits(contender, ids[0])  # (T, V)
+            value = logits.log_softmax(-1).gather(1, ids[0, :, None]).mean()
+        else:
+            T = ids.shape[1]
+            perm_mask = xlnet.perm_mask_from_order(torch.arange(T), T - 1).to(ids.device)
+            mapping = F.one_hot(torch.arange(1, T), T).float().to(ids.device)
+            value = -model(ids, perm_mask=perm_mask[None], target_mapping=mapping[None],
+                           labels=ids[:, 1:]).loss
+    finally:
+        model.train(was_training)
+    return float(value)
+
+
+def _masked_logits(contender: Contender, ids: torch.Tensor) -> torch.Tensor:
+    """BERT: (T,) ids -> (T, V), row t the logits at t with x_t masked ([CLS] ... [SEP])."""
+    cls_id, sep_id, mask_id = contender.extra["specials"].values()
+    T = len(ids)
+    rows = ids.repeat(T, 1)
+    rows[torch.arange(T), torch.arange(T)] = mask_id
+    full = torch.cat([torch.full((T, 1), cls_id, device=ids.device), rows,
+                      torch.full((T, 1), sep_id, device=ids.device)], dim=1)
+    logits = contender.model(full).mlm_logits  # (T, T + 2, V)
+    return logits[torch.arange(T), torch.arange(T) + 1]
+
+
+@torch.no_grad()
+def fill_in(contender: Contender, left: Sequence[int], right: Sequence[int],
+            k: int = 5) -> list[tuple[int, float]]:
+    """The ``k`` likeliest tokens for a blank between ``left`` and ``right`` (token ids), with
+    their probabilities, as each objective can guess: the masked LM and the permutation LM
+    read both sides at once; the biLM multiplies its forward LM's guess from the left by its
+    backward LM's guess from the right (and renormalises); the causal LM reads only the left."""
+    model, key, device = contender.model, contender.key, contender.device()
+    if not left and key in ("causal", "bilm"):
+        raise ValueError(f"the {OBJECTIVES[key]} needs at least one token left of the blank.")
+    was_training = model.training
+    model.eval()
+    blank = len(left)
+    try:
+        if key == "causal":
+            log_probs = model(torch.tensor([list(left)], device=device))[0, -1].log_softmax(-1)
+        elif key == "bilm":
+            log_probs = _bilm_fill_in(contender, list(left), list(right))
+        elif key in ("mlm", "mlm_nsp"):
+            ids = torch.tensor(list(left) + [0] + list(right), device=device)
+            log_probs = _masked_logits(contender, ids)[blank].log_softmax(-1)
+        else:
+            ids = torch.tensor([list(left) + [0] + list(right)], device=device)
+            T = ids.shape[1]
+            perm_mask = torch.zeros(1, T, T, device=device)
+            perm_mask[:, :, blank] = 1  # nobody sees the blank
+            mapping = F.one_hot(torch.tensor([[blank]]), T).float().to(device)
+            log_probs = model(ids, perm_mask=perm_mask,
+                              target_mapping=mapping).logits[0, 0].log_softmax(-1)
+    finally:
+        model.train(was_training)
+    top = log_probs.float().exp().topk(k)
+    return list(zip(top.indices.tolist(), top.values.tolist()))
+
+
+def _bilm_fill_in(contender: Contender, left: list[int], right: list[int]) -> torch.Tensor:
+    """log p(x) proportional to p_forward(x | left) p_backward(x | right), over token ids."""
+    model, device = contender.model, contender.device()
+    rank, spelled = (contender.extra[k].to(device) for k in ("rank", "spelled"))
+    ids = torch.tensor([left + [left[-1]] + right], device=device)  # the blank is never read
+    _, forward, backward, _ = model.directions(spelled[ids])
+    scores = model.softmax.log_prob(forward[-1][0, len(left) - 1][None].float())[0]  # by rank
+    if right:
+        scores = scores + model.softmax.log_prob(
+            backward[-1][0, len(left) + 1][None].float())[0]
+    return scores.log_softmax(-1)[rank]  # by token id
+
+
+@torch.no_grad()
+def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
+             generator: torch.Generator, top_k: int = 20) -> list[int]:
+    """Continue ``prompt`` token by token, each sampled from the ``top_k`` likeliest: the
+    causal LM as in chapter 4; the permutation LM by predicting an unseen placeholder after
+    the text (the left-to-right order); the biLM with its forward LM. The masked LM has no
+    order to generate in."""
+    if contender.key in ("mlm", "mlm_nsp"):
+        raise ValueError("a masked LM has no left-to-right distribution to sample from.")
+    model, device = contender.model, contender.device()
+    ids = list(prompt)
+    if not ids:
+        raise ValueError("give at least one token of prompt.")
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(new_tokens):
+            window = ids[-(contender.sizes.context - 1):]
+            if contender.key == "causal":
+                logits = model(torch.tensor([window], device=device))[0, -1]
+            elif contender.key == "bilm":
+                logits = _bilm_fill_in(contender, window, [])
+            else:
+                x = torch.tensor([window + [0]], device=device)
+                T = x.shape[1]
+                perm_mask = torch.zeros(1, T, T, device=device)
+                perm_mask[:, :, -1] = 1
+                mapping = F.one_hot(torch.tensor([[T - 1]]), T).float().to(device)
+                logits = model(x, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
+            top = logits.float().topk(top_k)
+            pick = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator)
+            ids.append(int(top.indices[pick]))
+    finally:
+        model.train(was_training)
+    return ids
+
+
+def seconds_and_tokens(history: History, tokens_per_step: float) -> tuple[float, float]:
+    """A run's wall time (seconds, summed over its steps) and training tokens per second."""
+    seconds = sum(history.seconds)
+    return seconds, (len(history.steps) * tokens_per_step / seconds if seconds else math.nan)

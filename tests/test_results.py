@@ -10,7 +10,7 @@ import pytest
 from ctxlib.protocol import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL_CHAPTERS = ["03_elmo", "04_gpt", "05_bert", "06_xlnet"]
+PROTOCOL_CHAPTERS = ["03_elmo", "04_gpt", "05_bert", "06_xlnet", "07_head_to_head"]
 
 
 def stored_output(name: str) -> str:

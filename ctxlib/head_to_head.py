@@ -150,6 +150,12 @@ def _on(device: torch.device, *tensors):
     return tuple(t.to(device) for t in tensors)
 
 
+def _valid_examples(s: Sizes) -> int:
+    """Validation examples: 16 per validation batch (fewer in a code-path test run, see
+    ``ctxlib.take``)."""
+    return len(take(range(16 * s.valid_batches), 16 * s.valid_batches))
+
+
 def _build_causal(text: SharedText, s: Sizes) -> dict:
     config = gpt.GPTConfig(vocab_size=text.tokenizer.vocab_size, block_size=s.context,
                            n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model,
@@ -161,7 +167,8 @@ def _build_causal(text: SharedText, s: Sizes) -> dict:
         return model(x, targets=y)[1]
 
     generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
-    valid = [lm_windows(text.valid_ids, 16, s.context, generator) for _ in range(s.valid_batches)]
+    valid = [lm_windows(text.valid_ids, 16, s.context, generator)
+             for _ in range(_valid_examples(s) // 16)]
     return {
         "model": model,
         "batch": s.batch,
@@ -197,7 +204,7 @@ def _build_bilm(text: SharedText, s: Sizes) -> dict:
                              cutoffs=(V // 4,))
     model = elmo.BiLM(config)
     train_ranks, spelled_by_rank = rank[text.train_ids], spelled[by_rank]
-    windows = elmo.validation_windows(rank[text.valid_ids], s.context)[: 16 * s.valid_batches]
+    windows = elmo.validation_windows(rank[text.valid_ids], s.context)[: _valid_examples(s)]
 
     def layers(ids, mask):  # padding must be words of no characters at all
         chars = spelled.to(ids.device)[ids] * mask[..., None]
@@ -230,7 +237,7 @@ def _build_bert(text: SharedText, s: Sizes, use_nsp: bool) -> dict:
     probe = bert.pretraining_batch(text.train_docs, 200, tok, max_tokens, random.Random(0),
                                    torch.Generator().manual_seed(0))
     batch = max(1, round(s.batch * s.context / probe[2].float().sum(1).mean().item()))
-    valid = bert.pretraining_batch(text.valid_docs, 16 * s.valid_batches, tok, max_tokens,
+    valid = bert.pretraining_batch(text.valid_docs, _valid_examples(s), tok, max_tokens,
                                    random.Random(0), torch.Generator().manual_seed(0))
 
     def batches(g):
@@ -273,7 +280,7 @@ def _build_plm(text: SharedText, s: Sizes) -> dict:
                                n_head=s.n_head, d_model=s.d_model, dropout=s.dropout,
                                mem_len=seg_len)
     model = xlnet.XLNetLM(config)
-    valid = xlnet.validation_batches(text.valid_ids, 16 * s.valid_batches, seg_len, num_predict)
+    valid = xlnet.validation_batches(text.valid_ids, _valid_examples(s), seg_len, num_predict)
     return {
         "model": model,
         "batch": s.batch,

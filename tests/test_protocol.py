@@ -172,3 +172,10 @@ def test_curves_of_separate_runs_merge_and_print_by_arm(capsys):
     assert "0.600 ± 0.000" in shown and "a: gain over random init" in shown
     with pytest.raises(ValueError, match="same task"):
         protocol.merge_curves([curve("a", 0.5), Curve("u", "accuracy", [10], [0], {})])
+
+
+def test_a_code_path_test_run_uses_one_seed_and_a_small_held_out_slice(monkeypatch):
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    arm = Arm(fit=lambda rows, seed, setting: len(rows), score=lambda fitted, rows: fitted)
+    curve = learning_curve("t", {"a": arm}, 40, [5, 100], seeds=(0, 1, 2), held_out=200)
+    assert curve.seeds == [0] and curve.sizes == [5, 30]

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -334,6 +335,18 @@ def tokens_per_step(contender: Contender, samples: int = 20) -> float:
 # --- Reading every layer ------------------------------------------------------------------------
 
 
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Run the block in eval mode (no dropout), then put the model back in the mode it was
+    in, even if the block fails."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def token_layers(contender: Contender, token_lists: Sequence[Sequence[int]],
                  batch_size: int = 64) -> list[torch.Tensor]:
@@ -346,18 +359,16 @@ def token_layers(contender: Contender, token_lists: Sequence[Sequence[int]],
                          "cut it first (word_layers does).")
     if min(len(t) for t in token_lists) == 0:
         raise ValueError("an empty token list has no layers to read.")
-    model, device = contender.model, contender.device()
-    was_training = model.training
-    model.eval()
+    device = contender.device()
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     out: list[torch.Tensor | None] = [None] * len(token_lists)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        ids, mask = pad_batch([list(token_lists[i]) for i in rows], pad_id=0)
-        stacked = torch.stack(contender.layers(ids.to(device), mask.to(device)), dim=1)
-        for b, i in enumerate(rows):
-            out[i] = stacked[b, :, : len(token_lists[i])].float().cpu()
-    model.train(was_training)
+    with _evaluating(contender.model):
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            ids, mask = pad_batch([list(token_lists[i]) for i in rows], pad_id=0)
+            stacked = torch.stack(contender.layers(ids.to(device), mask.to(device)), dim=1)
+            for b, i in enumerate(rows):
+                out[i] = stacked[b, :, : len(token_lists[i])].float().cpu()
     return out
 
 
@@ -428,9 +439,7 @@ def sentence_log_prob(contender: Contender, ids: Sequence[int]) -> float:
     if ids.shape[1] < 2:
         raise ValueError("a sentence needs at least 2 tokens to be scored.")
     model, key = contender.model, contender.key
-    was_training = model.training
-    model.eval()
-    try:
+    with _evaluating(model):
         if key == "causal":
             logits = model(ids)[0].log_softmax(-1)  # (T, V)
             value = logits[:-1].gather(1, ids[0, 1:, None]).mean()
@@ -448,8 +457,6 @@ def sentence_log_prob(contender: Contender, ids: Sequence[int]) -> float:
             mapping = F.one_hot(torch.arange(1, T), T).float().to(ids.device)
             value = -model(ids, perm_mask=perm_mask[None], target_mapping=mapping[None],
                            labels=ids[:, 1:]).loss
-    finally:
-        model.train(was_training)
     return float(value)
 
 
@@ -475,10 +482,8 @@ def fill_in(contender: Contender, left: Sequence[int], right: Sequence[int],
     model, key, device = contender.model, contender.key, contender.device()
     if not left and key in ("causal", "bilm"):
         raise ValueError(f"the {OBJECTIVES[key]} needs at least one token left of the blank.")
-    was_training = model.training
-    model.eval()
     blank = len(left)
-    try:
+    with _evaluating(model):
         if key == "causal":
             log_probs = model(torch.tensor([list(left)], device=device))[0, -1].log_softmax(-1)
         elif key == "bilm":
@@ -487,17 +492,21 @@ def fill_in(contender: Contender, left: Sequence[int], right: Sequence[int],
             ids = torch.tensor(list(left) + [0] + list(right), device=device)
             log_probs = _masked_logits(contender, ids)[blank].log_softmax(-1)
         else:
-            ids = torch.tensor([list(left) + [0] + list(right)], device=device)
-            T = ids.shape[1]
-            perm_mask = torch.zeros(1, T, T, device=device)
-            perm_mask[:, :, blank] = 1  # nobody sees the blank
-            mapping = F.one_hot(torch.tensor([[blank]]), T).float().to(device)
-            log_probs = model(ids, perm_mask=perm_mask,
-                              target_mapping=mapping).logits[0, 0].log_softmax(-1)
-    finally:
-        model.train(was_training)
+            log_probs = _xlnet_blank_logits(contender, list(left), list(right)).log_softmax(-1)
     top = log_probs.float().exp().topk(k)
     return list(zip(top.indices.tolist(), top.values.tolist()))
+
+
+def _xlnet_blank_logits(contender: Contender, left: list[int], right: list[int]) -> torch.Tensor:
+    """XLNet's logits (V,) for a placeholder between ``left`` and ``right``: the query stream
+    sits at the blank, and no token, the blank's own content stream included, sees it."""
+    device = contender.device()
+    ids = torch.tensor([left + [0] + right], device=device)
+    T, blank = ids.shape[1], len(left)
+    perm_mask = torch.zeros(1, T, T, device=device)
+    perm_mask[:, :, blank] = 1  # nobody sees the blank
+    mapping = F.one_hot(torch.tensor([[blank]]), T).float().to(device)
+    return contender.model(ids, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
 
 
 def _bilm_fill_in(contender: Contender, left: list[int], right: list[int]) -> torch.Tensor:
@@ -526,9 +535,7 @@ def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
     ids = list(prompt)
     if not ids:
         raise ValueError("give at least one token of prompt.")
-    was_training = model.training
-    model.eval()
-    try:
+    with _evaluating(model):
         for _ in range(new_tokens):
             window = ids[-(contender.sizes.context - 1):]
             if contender.key == "causal":
@@ -536,17 +543,10 @@ def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
             elif contender.key == "bilm":
                 logits = _bilm_fill_in(contender, window, [])
             else:
-                x = torch.tensor([window + [0]], device=device)
-                T = x.shape[1]
-                perm_mask = torch.zeros(1, T, T, device=device)
-                perm_mask[:, :, -1] = 1
-                mapping = F.one_hot(torch.tensor([[T - 1]]), T).float().to(device)
-                logits = model(x, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
+                logits = _xlnet_blank_logits(contender, window, [])
             top = logits.float().topk(top_k)
             pick = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator)
             ids.append(int(top.indices[pick]))
-    finally:
-        model.train(was_training)
     return ids
 
 

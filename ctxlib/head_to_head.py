@@ -39,10 +39,12 @@ from torch import nn
 from ctxlib import bert, elmo, gpt, xlnet
 from ctxlib.batches import encode_words, lm_windows, pad_batch
 from ctxlib.data import wikitext2_sentences
+from ctxlib.pretrained import Pretrained
+from ctxlib.probes import LayerProbe
 from ctxlib.protocol import Arm, probe_arm
 from ctxlib.runtime import checkpoint_path, seed_everything, take
 from ctxlib.tokenizers import BPETokenizer
-from ctxlib.train import History, TrainConfig, train
+from ctxlib.train import History, TrainConfig, mean_tokens_per_step, train
 
 OBJECTIVES = {  # key -> what the chapter calls it
     "bilm": "biLM (ELMo)",
@@ -82,13 +84,19 @@ class SharedText(NamedTuple):
     valid_ids: torch.Tensor  # (M,)
 
 
-def shared_text(bpe_vocab: int, articles: int | None = None) -> SharedText:
-    """Train the shared BPE vocabulary on WikiText-2's training sentences (its first
-    ``articles`` articles, if given; as many of the validation articles) and encode both."""
+def shared_text(bpe_vocab: int | None = None, articles: int | None = None,
+                tokenizer: BPETokenizer | None = None) -> SharedText:
+    """Train the shared BPE vocabulary of ``bpe_vocab`` tokens on WikiText-2's training
+    sentences (its first ``articles`` articles, if given; as many of the validation articles)
+    and encode both; or encode them with a ``tokenizer`` trained before (a course
+    checkpoint's)."""
+    if (bpe_vocab is None) == (tokenizer is None):
+        raise ValueError("give either bpe_vocab (to train the vocabulary) or tokenizer.")
     train_articles = take(wikitext2_sentences("train"), articles)
     valid_articles = take(wikitext2_sentences("valid"), articles)
-    tokenizer = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
-                                   vocab_size=bpe_vocab, progress_bar=False)
+    if tokenizer is None:
+        tokenizer = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
+                                       vocab_size=bpe_vocab, progress_bar=False)
     train_docs = [tokenizer.encode_batch(a) for a in train_articles]
     valid_docs = [tokenizer.encode_batch(a) for a in valid_articles]
 
@@ -190,12 +198,15 @@ def _pieces(tokenizer: BPETokenizer) -> list[bytes]:
             enumerate(tokenizer.pieces)]
 
 
-def _build_bilm(text: SharedText, s: Sizes) -> dict:
+def _build_bilm(text: SharedText, s: Sizes, by_rank: torch.Tensor | None = None) -> dict:
     V = text.tokenizer.vocab_size
     # The adaptive softmax wants ids sorted by frequency: the biLM numbers the same tokens by
     # their rank in the training text. The characters it reads are each token's own bytes.
-    counts = torch.bincount(text.train_ids, minlength=V)
-    by_rank = counts.argsort(descending=True, stable=True)  # rank -> token id
+    if by_rank is None:
+        counts = torch.bincount(text.train_ids, minlength=V)
+        by_rank = counts.argsort(descending=True, stable=True)  # rank -> token id
+    elif sorted(by_rank.tolist()) != list(range(V)):
+        raise ValueError(f"the biLM's token order must number each of the {V} tokens once.")
     rank = torch.empty_like(by_rank)
     rank[by_rank] = torch.arange(V)  # token id -> rank
     spelled = elmo.spell_vocabulary(_pieces(text.tokenizer), s.max_chars)  # (V, C), by id
@@ -297,15 +308,23 @@ def _build_plm(text: SharedText, s: Sizes) -> dict:
     }
 
 
-def build(key: str, text: SharedText, sizes: Sizes, seed: int = 0) -> Contender:
-    """The contender ``key`` (one of OBJECTIVES) at ``sizes``, initialised with ``seed``."""
+def build(key: str, text: SharedText, sizes: Sizes, seed: int = 0,
+          token_order: Sequence[int] | None = None) -> Contender:
+    """The contender ``key`` (one of OBJECTIVES) at ``sizes``, initialised with ``seed``.
+    ``token_order`` (the biLM only) numbers the tokens by rank, most frequent first; by
+    default the ranks are counted in ``text``'s training stream."""
     if key not in OBJECTIVES:
         raise ValueError(f"unknown objective {key!r}; choose one of {list(OBJECTIVES)}.")
     if sizes.context % 2 or sizes.context // 2 < sizes.predict_every:
         raise ValueError(f"context {sizes.context} must be even and hold two segments of at "
                          f"least predict_every={sizes.predict_every} tokens.")
     seed_everything(seed)
-    built = {"causal": _build_causal, "bilm": _build_bilm, "plm": _build_plm,
+    if token_order is not None and key != "bilm":
+        raise ValueError("only the biLM numbers its tokens by rank: no token_order for "
+                         f"{key!r}.")
+    order = None if token_order is None else torch.as_tensor(token_order)
+    built = {"causal": _build_causal, "bilm": partial(_build_bilm, by_rank=order),
+             "plm": _build_plm,
              "mlm_nsp": partial(_build_bert, use_nsp=True),
              "mlm": partial(_build_bert, use_nsp=False)}[key](text, sizes)
     return Contender(key=key, sizes=sizes, **built)
@@ -326,10 +345,29 @@ def pretrain(contender: Contender, steps: int, lr: float, warmup_steps: int, nam
                            "batch": contender.batch})
 
 
+def from_course(key: str, course: Pretrained, text: SharedText) -> Contender:
+    """Contender ``key`` with the weights of its course checkpoint ``course``
+    (``ctxlib.pretrained.load(f"h2h_{key}")``: the same model, pretrained longer by
+    ``scripts/pretrain.py``), reading ``text``, which must use the checkpoint's vocabulary
+    (``shared_text(tokenizer=course.tokenizer)``)."""
+    if course.name != f"h2h_{key}":
+        raise ValueError(f"{course.name!r} is not the course checkpoint of {key!r} "
+                         f"(that is 'h2h_{key}').")
+    if text.tokenizer.merges != course.tokenizer.merges:
+        raise ValueError(f"{course.name!r} was pretrained with another vocabulary: encode the "
+                         "text with shared_text(tokenizer=course.tokenizer).")
+    contender = build(key, text, Sizes(**course.info["sizes"]),
+                      token_order=course.info.get("token_order"))
+    if contender.model.config != course.model.config:
+        raise ValueError(f"{course.name!r} holds a model of another shape: "
+                         f"{course.model.config} against {contender.model.config}.")
+    contender.model.load_state_dict(course.model.state_dict())
+    return contender
+
+
 def tokens_per_step(contender: Contender, samples: int = 20) -> float:
     """The mean number of tokens in a training batch (padding not counted)."""
-    generator = torch.Generator().manual_seed(0)
-    return sum(contender.tokens_in(contender.batches(generator)) for _ in range(samples)) / samples
+    return mean_tokens_per_step(contender.batches, contender.tokens_in, samples)
 
 
 # --- Reading every layer ------------------------------------------------------------------------
@@ -418,6 +456,71 @@ def layer_probe_arm(train_layers: Sequence[torch.Tensor], train_labels: Sequence
         return arms[j].score(probe, rows)
 
     return Arm(fit, score, tuple((j, l2) for j in layers for l2 in l2s))
+
+
+def fine_tune_arm(contender: Contender, tokenizer: BPETokenizer, train_texts: Sequence[str],
+                  train_labels: Sequence[int], dev_texts: Sequence[str],
+                  dev_labels: Sequence[int], num_classes: int, steps: int = 100,
+                  batch: int = 16, lrs: Sequence[float] = (1e-4, 1e-3)) -> Arm:
+    """Fine-tuning with few labels, for text classification: the whole model and a linear
+    classifier (``ctxlib.probes.LayerProbe``) on the mean of its top layer's token vectors
+    train together with the shared recipe (``ctxlib.train``: AdamW, warmup, cosine decay),
+    ``steps`` steps of ``batch`` texts; the learning rate is chosen from ``lrs`` on the
+    held-out slice. Every fit starts from the contender's own weights and puts them back."""
+    limit = contender.sizes.context - 2
+    train_ids = [tokenizer.encode(t)[:limit] or [0] for t in train_texts]
+    dev_ids = [tokenizer.encode(t)[:limit] or [0] for t in dev_texts]
+    train_y, dev_y = torch.tensor(list(train_labels)), torch.tensor(list(dev_labels))
+    width = token_layers(contender, train_ids[:1])[0].shape[-1]
+    own = {k: v.detach().clone() for k, v in contender.model.state_dict().items()}
+
+    def with_head() -> nn.ModuleDict:  # a container: the chapter's model and the probe
+        return nn.ModuleDict({"model": contender.model,
+                              "head": LayerProbe(1, width, num_classes, layer=0)})
+
+    def logits(both: nn.ModuleDict, token_lists: list[list[int]]) -> torch.Tensor:
+        ids, mask = pad_batch(token_lists, pad_id=0)
+        ids, mask = _on(contender.device(), ids, mask)
+        top = contender.layers(ids, mask)[-1]  # (B, T, D)
+        weights = mask[..., None].to(top.dtype)
+        mean = (top * weights).sum(1) / weights.sum(1)  # (B, D): padding not counted
+        return both["head"](mean[:, None])  # (B, classes); the probe reads (B, 1 layer, D)
+
+    def fit(rows: list[int], seed: int, lr: float) -> dict[str, torch.Tensor]:
+        seed_everything(seed)
+        both = with_head()
+        picked = torch.tensor(rows)
+
+        def draw(generator):
+            return picked[torch.randint(len(rows), (min(batch, len(rows)),), generator=generator)]
+
+        def loss(m, chosen):
+            targets = train_y[chosen].to(contender.device())
+            return F.cross_entropy(logits(m, [train_ids[i] for i in chosen]), targets)
+
+        config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10),
+                             weight_decay=0.01, seed=seed, progress=False)
+        try:
+            train(both, draw, loss, config)
+            return {k: v.detach().clone() for k, v in both.state_dict().items()}
+        finally:
+            contender.model.load_state_dict(own)
+
+    @torch.no_grad()
+    def score(tuned: dict[str, torch.Tensor], rows: list[int] | None) -> float:
+        ids, gold = (dev_ids, dev_y) if rows is None else (
+            [train_ids[i] for i in rows], train_y[rows])
+        both = with_head()
+        both.load_state_dict(tuned)
+        try:
+            with _evaluating(both):
+                guesses = torch.cat([logits(both, ids[i : i + 64]).argmax(-1).cpu()
+                                     for i in range(0, len(ids), 64)])
+        finally:
+            contender.model.load_state_dict(own)
+        return (guesses == gold).float().mean().item()
+
+    return Arm(fit, score, tuple(lrs))
 
 
 # --- What each can do: score, fill in, generate -------------------------------------------------

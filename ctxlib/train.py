@@ -110,6 +110,14 @@ class History:
         return {name: values[-1] for name, values in self.evals.items()}
 
 
+def mean_tokens_per_step(batches: Callable[[torch.Generator], Any],
+                         tokens_in: Callable[[Any], int], samples: int = 20) -> float:
+    """Tokens (padding not counted) in one batch of ``batches``, the mean over ``samples``
+    batches drawn from a generator seeded 0: what "tokens per step" means when batches vary."""
+    generator = torch.Generator().manual_seed(0)
+    return sum(tokens_in(batches(generator)) for _ in range(samples)) / samples
+
+
 def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine decay."""
     if step < config.warmup_steps:

@@ -24,8 +24,11 @@ machine and validation curve (``ctxlib.pretrained``).
 
 Models: ``elmo`` (chapter 3, the WikiText-2 biLM), ``gpt`` (chapter 4, the WikiText-2 GPT),
 ``bert`` (chapter 5, the WikiText-2 BERT with masked-LM and next-sentence prediction),
-``xlnet`` (chapter 6, the WikiText-2 XLNet with the permutation LM). Each is one ``Recipe``
-below: the chapter's budgets, its pretraining, and its course checkpoint.
+``xlnet`` (chapter 6, the WikiText-2 XLNet with the permutation LM), and chapter 7's five
+contenders on equal terms, ``h2h_bilm``, ``h2h_causal``, ``h2h_mlm_nsp``, ``h2h_mlm`` and
+``h2h_plm`` (their course checkpoints: 4,000 steps, five times the notebook's cpu run, about
+15 minutes each on 2 CPU cores). Each is one ``Recipe`` below: the chapter's budgets, its
+pretraining, and its course checkpoint.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +51,7 @@ import torch
 import ctxlib
 from ctxlib import bert as bert_lib
 from ctxlib import elmo as elmo_lib
+from ctxlib import head_to_head as h2h
 from ctxlib import pretrained
 from ctxlib import xlnet as xlnet_lib
 from ctxlib.batches import lm_windows
@@ -54,6 +59,7 @@ from ctxlib.gpt import GPT, GPTConfig
 from ctxlib.static import Vocab
 from ctxlib.tokenizers import BPETokenizer
 from ctxlib.train import History, TrainConfig, train
+from ctxlib.train import mean_tokens_per_step as mean_tokens
 
 # Chapter 4's WikiText-2 GPT, as in the notebook's budget cell (keep the two in step: a test
 # compares them).
@@ -115,6 +121,25 @@ ELMO_BUDGETS = {
 }
 
 
+# Chapter 7's five contenders, as in the notebook's budget cell (a test compares them). The
+# notebook chooses each objective's learning rate by a sweep; the script uses the rates its
+# cpu sweep chose (a test compares them with the stored sweep).
+H2H_BUDGETS = {
+    "smoke": {"bpe_vocab": 500, "articles": 40,
+              "sizes": {"d_model": 32, "n_head": 2, "context": 32, "batch": 8, "valid_batches": 2},
+              "steps": 16, "warmup_steps": 2, "eval_every": 8},
+    "cpu": {"bpe_vocab": 4000, "articles": None,
+            "sizes": {"d_model": 128, "n_head": 4, "context": 64, "batch": 16,
+                      "valid_batches": 10},
+            "steps": 800, "warmup_steps": 80, "eval_every": 100},
+    "gpu": {"bpe_vocab": 8000, "articles": None,
+            "sizes": {"d_model": 256, "n_head": 8, "context": 128, "batch": 32,
+                      "valid_batches": 40},
+            "steps": 8000, "warmup_steps": 400, "eval_every": 1000},
+}
+H2H_LRS = {"bilm": 1e-2, "causal": 3e-3, "mlm_nsp": 1e-3, "mlm": 1e-3, "plm": 1e-3}
+
+
 class Run(NamedTuple):
     """A finished pretraining: the model, its tokenizer, the training history, the validation
     function and the batch sampler."""
@@ -124,6 +149,8 @@ class Run(NamedTuple):
     history: History
     evaluate: Callable
     batches: Callable
+    tokens_in: Callable[[Any], int] | None = None  # where the recipe has none of its own
+    info: dict[str, Any] | None = None  # what the course checkpoint must also record
 
 def wikitext2_bpe_streams(cfg: dict) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
     """Chapters 4 and 6: a BPE tokenizer of ``cfg["bpe_vocab"]`` entries trained on WikiText-2's
@@ -267,6 +294,24 @@ def pretrain_elmo(budget: str, steps: int | None = None):
     return Run(model, vocab, history, evaluate, batches)
 
 
+def pretrain_h2h(key: str, budget: str, steps: int | None = None) -> Run:
+    """Chapter 7's contender ``key`` (one of ``h2h.OBJECTIVES``) under ``budget``, at the rate
+    its cpu sweep chose. With more ``steps`` than the budget's, warmup and evaluations keep
+    their share of the run."""
+    cfg = H2H_BUDGETS[budget]
+    text = h2h.shared_text(cfg["bpe_vocab"], cfg["articles"])
+    contender = h2h.build(key, text, h2h.Sizes(**cfg["sizes"]))
+    steps = steps or cfg["steps"]
+    history = h2h.pretrain(contender, steps, H2H_LRS[key],
+                           warmup_steps=max(1, cfg["warmup_steps"] * steps // cfg["steps"]),
+                           eval_every=max(1, cfg["eval_every"] * steps // cfg["steps"]),
+                           name=f"h2h_{key}")
+    # the biLM numbers the tokens by frequency in the training text: a loader needs that order
+    order = {"token_order": contender.extra["by_rank"].tolist()} if key == "bilm" else None
+    return Run(contender.model, text.tokenizer, history, contender.evaluate, contender.batches,
+               contender.tokens_in, order)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One chapter's model: its budgets (as in its notebook), how it pretrains, and its course
@@ -276,14 +321,15 @@ class Recipe:
     budgets: dict[str, dict]
     pretrain: Callable[[str, int | None], Run]
     checkpoint_name: str  # the training checkpoint, the name the notebook gives it
-    train_key: str  # where the budget keeps the TrainConfig fields
+    train_key: str | None  # where the budget keeps the TrainConfig fields (chapter 7: none)
     valid_key: str  # the validation loss that evaluate() reports
     valid_key_is: str  # what that loss is, in words
     kind: str  # the model class, for ctxlib.pretrained
     course_steps: int  # the course checkpoint's steps (the cpu budget's sizes)
     course_file: str  # under pretrained/
     context: Callable[[dict], int]  # tokens a training example reads, from the cpu budget
-    tokens_in: Callable[[Any], int]  # tokens (padding not counted) in one training batch
+    tokens_in: Callable[[Any], int] | None  # tokens (padding not counted) in one training
+    # batch; chapter 7's contenders bring their own (Run.tokens_in)
 
 
 RECIPES = {
@@ -303,12 +349,22 @@ RECIPES = {
                     "xlnet_wikitext2.pt", lambda cfg: 2 * cfg["seg_len"],
                     lambda batch: sum(segment[0].numel() for segment in batch)),
 }
+# Chapter 7: each objective on the shared text, vocabulary and sizes, 5 times the cpu run
+H2H_KINDS = {"bilm": ("bilm", "valid_loss", "biLM loss (mean of both directions)"),
+             "causal": ("gpt", "valid_loss", "loss"),
+             "mlm_nsp": ("bert_pretraining", "mlm_loss", "masked-LM loss"),
+             "mlm": ("bert_pretraining", "mlm_loss", "masked-LM loss"),
+             "plm": ("xlnet_lm", "valid_loss", "permutation-LM loss")}
+for _key, (_kind, _valid_key, _valid_key_is) in H2H_KINDS.items():
+    RECIPES[f"h2h_{_key}"] = Recipe(
+        "07_head_to_head", H2H_BUDGETS, partial(pretrain_h2h, _key), f"h2h_{_key}", None,
+        _valid_key, _valid_key_is, _kind, 4_000, f"h2h_{_key}_wikitext2.pt",
+        lambda cfg: cfg["sizes"]["context"], None)
 
 
-def mean_tokens_per_step(recipe: Recipe, batches, samples: int = 50) -> float:
+def mean_tokens_per_step(recipe: Recipe, run: Run, samples: int = 50) -> float:
     """Tokens (padding not counted) in one training batch, the mean over ``samples`` batches."""
-    generator = torch.Generator().manual_seed(0)
-    return sum(recipe.tokens_in(batches(generator)) for _ in range(samples)) / samples
+    return mean_tokens(run.batches, run.tokens_in or recipe.tokens_in, samples)
 
 
 def export_course_checkpoint(run: Run, budget: str, model_name: str,
@@ -318,8 +374,10 @@ def export_course_checkpoint(run: Run, budget: str, model_name: str,
     with how it was made, and say how much half precision changed its validation loss."""
     recipe = RECIPES[model_name]
     cfg = recipe.budgets[budget]
-    train_cfg = cfg[recipe.train_key]
     history, key = run.history, recipe.valid_key
+    # what the run recorded of itself (its TrainConfig, its settings), else its budget's
+    train_cfg = history.run.get("config") or cfg[recipe.train_key]
+    settings = history.run.get("settings") or cfg
     steps = history.steps[-1]
     context = recipe.context(cfg)
     info = {
@@ -327,7 +385,7 @@ def export_course_checkpoint(run: Run, budget: str, model_name: str,
         "command": f"python scripts/pretrain.py {model_name} --course  "
                    f"(the {budget} budget's sizes)",
         "steps": steps,
-        "batch": cfg["batch"],
+        "batch": settings["batch"],
         "block_size": context,
         "tokens_seen": round(steps * (tokens_per_step or cfg["batch"] * context)),
         "lr": train_cfg["lr"],
@@ -340,6 +398,9 @@ def export_course_checkpoint(run: Run, budget: str, model_name: str,
         "valid_loss": [round(v, 4) for v in history.evals[key]],
         "valid_loss_is": recipe.valid_key_is,
     }
+    if "sizes" in settings:  # chapter 7's contenders: the shared sizes they were built with
+        info["sizes"] = settings["sizes"]
+    info.update(run.info or {})
     for name, values in history.evals.items():  # the other validation curves (NSP, perplexity)
         if name != key:
             info[f"valid_{name.removeprefix('valid_')}"] = [round(v, 4) for v in values]
@@ -378,7 +439,7 @@ def main() -> None:
               f"{ctxlib.checkpoint_path(recipe.checkpoint_name)}")
         if args.course:
             export_course_checkpoint(run, budget, args.model,
-                                     tokens_per_step=mean_tokens_per_step(recipe, run.batches))
+                                     tokens_per_step=mean_tokens_per_step(recipe, run))
 
 
 if __name__ == "__main__":

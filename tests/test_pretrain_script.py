@@ -1,5 +1,6 @@
 """scripts/pretrain.py runs a chapter's pretraining outside the notebook, with its sizes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,15 @@ from ctxlib.checkpoints import checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import BERT_BUDGETS, ELMO_BUDGETS, GPT_BUDGETS, RECIPES, XLNET_BUDGETS
+from pretrain import (
+    BERT_BUDGETS,
+    ELMO_BUDGETS,
+    GPT_BUDGETS,
+    H2H_BUDGETS,
+    H2H_LRS,
+    RECIPES,
+    XLNET_BUDGETS,
+)
 
 
 def notebook_budgets(name: str) -> dict[str, dict]:
@@ -56,15 +65,34 @@ def test_the_script_pretrains_elmo_with_the_notebooks_sizes():
         assert script == {k: notebook[budget][k] for k in script}
 
 
+def test_the_script_pretrains_the_head_to_head_with_the_notebooks_sizes():
+    notebook = notebook_budgets("07_head_to_head")
+    for budget, script in H2H_BUDGETS.items():
+        assert script == {k: notebook[budget][k] for k in script}
+
+
+def test_the_head_to_head_rates_are_the_ones_its_cpu_sweep_chose():
+    sweep = json.loads((ROOT / "results" / "07_head_to_head.json").read_text())["sweep"]
+    for key, lr in H2H_LRS.items():
+        losses = {float(name.split()[1]): loss for name, loss in sweep.items()
+                  if name.split()[0] == key}
+        assert len(losses) >= 3 and min(losses, key=losses.get) == lr, key
+
+
 def test_every_recipe_names_the_notebooks_training_checkpoint():
     for recipe in RECIPES.values():
         nb = nbformat.read(ROOT / "notebooks" / f"{recipe.chapter}.ipynb", as_version=4)
         source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-        assert f'checkpoint_path("{recipe.checkpoint_name}")' in source, recipe.chapter
+        if recipe.chapter == "07_head_to_head":  # one call names each contender's run
+            assert 'name=f"h2h_{key}"' in source and "for key, contender in" in source
+        else:
+            assert f'checkpoint_path("{recipe.checkpoint_name}")' in source, recipe.chapter
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", sorted(RECIPES))
+# chapter 7's contenders share one pretraining function: one of them stands for all five
+@pytest.mark.parametrize("model", sorted(k for k in RECIPES if not k.startswith("h2h_"))
+                         + ["h2h_bilm"])
 def test_the_script_writes_a_checkpoint_the_notebook_can_resume(tmp_path, model):
     checkpoint = RECIPES[model].checkpoint_name
     env = {**os.environ, "CTXLIB_CHECKPOINTS": str(tmp_path)}

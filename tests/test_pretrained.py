@@ -15,7 +15,7 @@ from ctxlib.train import History
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from pretrain import RECIPES, Run, export_course_checkpoint
+from pretrain import H2H_LRS, RECIPES, Run, export_course_checkpoint, mean_tokens_per_step
 
 INFO_FIELDS = {"data", "command", "steps", "batch", "block_size", "tokens_seen", "lr",
                "warmup_steps", "wall_seconds", "machine", "torch", "valid_steps", "valid_loss",
@@ -89,15 +89,23 @@ def test_the_shipped_checkpoint_is_the_chapters_model_pretrained_longer(name):
     assert path.stat().st_size == entry.size < 10_000_000
     loaded = pretrained.load(name)
     cpu = recipe.budgets["cpu"]
-    config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
-    assert config == cpu["model"]
+    if recipe.chapter == "07_head_to_head":  # a contender: the shared sizes, its own rate
+        key = name.removeprefix("h2h_")
+        assert {k: loaded.info["sizes"][k] for k in cpu["sizes"]} == cpu["sizes"]
+        width = {"bilm": "dim", "causal": "n_embd"}.get(key, "d_model")
+        assert getattr(loaded.model.config, width) == cpu["sizes"]["d_model"]
+        assert loaded.info["lr"] == H2H_LRS[key]
+        assert ("token_order" in loaded.info) == (key == "bilm")
+    else:
+        config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
+        assert config == cpu["model"]
+        train = cpu[recipe.train_key]
+        assert loaded.info["lr"] == train["lr"] and loaded.info["batch"] == cpu["batch"]
     if "bpe_vocab" in cpu:
         assert loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
     else:  # ELMo predicts WikiText-2's words
         assert len(loaded.tokenizer) == loaded.model.config.vocab_size
     assert set(loaded.info) >= INFO_FIELDS and loaded.info["steps"] == recipe.course_steps
-    train = cpu[recipe.train_key]
-    assert loaded.info["lr"] == train["lr"] and loaded.info["batch"] == cpu["batch"]
     curve = loaded.info["valid_loss"]
     assert curve[-1] < curve[0] and abs(loaded.info["valid_loss_half_precision"] - curve[-1]) < 0.01
 
@@ -148,3 +156,24 @@ def test_an_elmo_checkpoint_reads_back_with_its_word_vocabulary(tmp_path):
     assert loaded.tokenizer.itos == vocab.itos  # the same words in the same order
     assert torch.equal(loaded.tokenizer.counts, vocab.counts)
     assert loaded.info["valid_forward_ppl"] == [7.0] and "biLM loss" in loaded.describe()
+
+
+def test_a_head_to_head_run_exports_a_checkpoint_that_loads_as_its_contender(tmp_path,
+                                                                            monkeypatch):
+    """The whole path, at the smoke budget: the script's pretraining, its export (with the
+    sizes and the biLM's token order) and the chapter's loader give back the model that was
+    trained, with the validation loss the file records."""
+    from ctxlib import head_to_head as h2h
+
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", str(tmp_path))
+    recipe = RECIPES["h2h_bilm"]
+    run = recipe.pretrain("smoke", 2)
+    path = export_course_checkpoint(run, "smoke", "h2h_bilm", tmp_path,
+                                    tokens_per_step=mean_tokens_per_step(recipe, run))
+    course = pretrained.read(path)
+    assert course.info["sizes"]["d_model"] == 32 and course.info["lr"] == H2H_LRS["bilm"]
+    assert course.info["tokens_seen"] == 2 * 8 * 32  # 2 steps of 8 windows of 32 tokens
+    text = h2h.shared_text(tokenizer=course.tokenizer, articles=40)
+    contender = h2h.from_course("bilm", course, text)
+    assert contender.evaluate(contender.model)["valid_loss"] == pytest.approx(
+        course.info["valid_loss_half_precision"], abs=1e-4)

@@ -2,8 +2,9 @@
 
 A chapter pretrains its model live, for a few minutes. To show what *more* pretraining buys,
 the course ships the same model pretrained longer (about an hour on 2 CPU cores, or minutes
-on a GPU) by ``scripts/pretrain.py`` (the chapter's own code and sizes, only more steps), as a
-small file that records everything needed to use and to judge it:
+on a GPU; chapter 7's five contenders about a quarter of an hour each) by
+``scripts/pretrain.py`` (the chapter's own code and sizes, only more steps), as a small file
+that records everything needed to use and to judge it:
 
 - the model's configuration and its weights in half precision (the file stays a few MB;
   ``load`` returns float32 weights);

@@ -59,6 +59,22 @@ COURSE_CHECKPOINTS: dict[str, RemoteFile] = {
     "xlnet": _published("pretrained/xlnet_wikitext2.pt", "759bd7034e62f19d062f65604ebcfc1662241f35",
                         "5795cbf6193560b04bd795170f0ec5d1371b7a09be36fceb6ca56ce63c0f9aff",
                         3_849_595),
+    # chapter 7's contenders on equal terms, each pretrained five times its cpu run
+    "h2h_bilm": _published("pretrained/h2h_bilm_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
+                          "8f28808da66183db42c0d36dcfbd069851d5a1c0ee87d2f45a5f2866aab41528",
+                          2_748_573),
+    "h2h_causal": _published("pretrained/h2h_causal_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
+                          "a606e82f6cab46f93427b478fa11f7dd5e862361d759d8d5220e992b51762ed9",
+                          3_719_747),
+    "h2h_mlm_nsp": _published("pretrained/h2h_mlm_nsp_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
+                          "6d4f8a098c5ac7753e6d7ab6245aa7be138848be565ad97947b001059b1a9d6e",
+                          2_774_689),
+    "h2h_mlm": _published("pretrained/h2h_mlm_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
+                          "57cb139a7f374f579b0f5e5baaffa66a1bad50ea647031c479a33d3d6bf46a95",
+                          2_774_417),
+    "h2h_plm": _published("pretrained/h2h_plm_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
+                          "a21cd15cb8e6f1442b09bd7e032b4ae3329185e7fed9be4067406ff6c707c0a5",
+                          3_849_687),
 }
 
 

@@ -27,7 +27,7 @@ import os
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,11 @@ class Arm:
     """One way to get a score from labelled items.
 
     ``fit(rows, seed, setting)`` trains on the training items ``rows`` (indices into the task's
-    training pool) and returns a predictor; ``score(predictor, rows)`` scores it on training
-    items ``rows`` (the held-out slice) or, with ``rows=None``, on the dev set. ``grid`` holds
-    the candidate settings (for example learning rates); one candidate means no choice.
+    training pool) and returns a predictor, which must depend on those three alone (seed every
+    random draw from ``seed``: a curve reuses the fit it made while choosing the setting);
+    ``score(predictor, rows)`` scores it on training items ``rows`` (the held-out slice) or,
+    with ``rows=None``, on the dev set. ``grid`` holds the candidate settings (for example
+    learning rates); one candidate means no choice.
     """
 
     fit: Callable[[list[int], int, Any], Any]
@@ -101,11 +103,14 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
     is expensive, once at ``n = choose_at`` and used at every ``n``. Sizes larger than what
     is left are dropped, with a note.
     """
-    if max_steps_override() is not None:  # a code-path test: tiny pools; just run the code
+    if max_steps_override() is not None:
+        # A code-path test (a gpu budget's models, one step each, on a CPU): tiny pools, one
+        # seed, one size and each arm's first setting: every fit runs the same code.
         seeds = list(seeds)[:1]
         held_out = min(held_out, pool_size // 4)
-        sizes = sorted({min(n, pool_size - held_out) for n in sizes})
-        choose_at = None if choose_at is None else min(choose_at, pool_size - held_out)
+        sizes = [min(min(sizes), pool_size - held_out)]
+        choose_at = None if choose_at is None else sizes[0]
+        arms = {name: replace(arm, grid=tuple(arm.grid)[:1]) for name, arm in arms.items()}
     held, labelable = split_pool(pool_size, held_out)
     usable = [n for n in sizes if n <= len(labelable)]
     if len(usable) < len(sizes):
@@ -122,25 +127,38 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
                for arm in arms.values())
     bar = progress(total=runs, desc=task, leave=False)
 
-    def choose(arm: Arm, n: int) -> Any:
+    def choose(arm: Arm, n: int) -> tuple[Any, Any]:
         """The setting that scores best on the held-out slice, trained on the first seed's
-        sample of ``n`` items (ties: the first listed)."""
+        sample of ``n`` items (ties: the first listed), and that fit's predictor (None when
+        there was nothing to choose): the curve's own fit for the first seed at ``n``."""
         if len(arm.grid) == 1:
-            return arm.grid[0]
+            return arm.grid[0], None
         rows = sample(labelable, n, seeds[0])
-        tried = {}
+        best = None
         for candidate in arm.grid:
-            tried[candidate] = arm.score(arm.fit(rows, seeds[0], candidate), held)
+            predictor = arm.fit(rows, seeds[0], candidate)
+            score = arm.score(predictor, held)
             bar.update()
-        return max(arm.grid, key=lambda c: tried[c])
+            if best is None or score > best[0]:
+                best = (score, candidate, predictor)
+        return best[1], best[2]
 
     for name, arm in arms.items():
-        once = choose(arm, choose_at) if choose_at is not None else None
+        if choose_at is not None:
+            once, fitted = choose(arm, choose_at)
         for n in usable:
-            setting = once if choose_at is not None else choose(arm, n)
+            if choose_at is None:
+                setting, fitted = choose(arm, n)
+            else:
+                setting = once
             chosen[name][n] = setting
             for seed in seeds:
-                predictor = arm.fit(sample(labelable, n, seed), seed, setting)
+                # A fit depends only on its rows, seed and setting: the choice already made
+                # this one, so it is scored rather than trained again.
+                reuse = (fitted is not None and seed == seeds[0]
+                         and (choose_at is None or n == choose_at))
+                predictor = fitted if reuse else arm.fit(sample(labelable, n, seed), seed,
+                                                         setting)
                 scores[name][n].append(float(arm.score(predictor, None)))
                 bar.update()
     bar.close()

@@ -37,6 +37,9 @@ def test_the_setting_is_chosen_on_held_out_training_items_never_on_dev():
     assert all(not (set(held[0]) & rows) for rows in trained), "held-out items were trained on"
     dev_scores = [c for c in calls if c[0] == "score" and c[1] is None]
     assert [setting for *_, setting in dev_scores] == [0.2] * 6  # 2 sizes x 3 seeds, chosen only
+    fits = [c for c in calls if c[0] == "fit"]
+    assert len(fits) == 2 * (2 + 2)  # per size: both candidates, then seeds 1 and 2
+    assert len(set(fits)) == len(fits), "a fit was made twice"
     assert curve.scores["a"][10] == pytest.approx([0.7, 0.701, 0.702])
 
 
@@ -135,7 +138,9 @@ def test_a_setting_can_be_chosen_once_for_every_size():
     assert curve.chosen == {"a": {10: 0.1, 40: 0.1}}
     choosing = [rows for kind, rows, _, _ in calls if kind == "fit" and len(calls) and
                 rows is not None]
-    assert sum(len(rows) == 40 for rows in choosing) == 2 + 3  # two candidates, three seeds
+    # two candidates, then the two seeds the choice did not already fit with 0.1 at n=40
+    assert sum(len(rows) == 40 for rows in choosing) == 2 + 2
+    assert curve.scores["a"][40] == pytest.approx([0.9, 0.901, 0.902])  # seed 0's fit reused
     with pytest.raises(ValueError, match="choose_at=30"):
         learning_curve("toy", {"a": recording_arm([], {0.1: 0.9, 0.2: 0.7})}, pool_size=100,
                        sizes=[10, 40], held_out=20, choose_at=30)
@@ -174,8 +179,19 @@ def test_curves_of_separate_runs_merge_and_print_by_arm(capsys):
         protocol.merge_curves([curve("a", 0.5), Curve("u", "accuracy", [10], [0], {})])
 
 
-def test_a_code_path_test_run_uses_one_seed_and_a_small_held_out_slice(monkeypatch):
+def test_a_code_path_test_run_fits_each_arm_once(monkeypatch):
     monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
-    arm = Arm(fit=lambda rows, seed, setting: len(rows), score=lambda fitted, rows: fitted)
-    curve = learning_curve("t", {"a": arm}, 40, [5, 100], seeds=(0, 1, 2), held_out=200)
-    assert curve.seeds == [0] and curve.sizes == [5, 30]
+    fits = []
+
+    def fit(rows, seed, setting):
+        fits.append(setting)
+        return len(rows)
+
+    arm = Arm(fit=fit, score=lambda fitted, rows: fitted, grid=(0.1, 0.2, 0.3))
+    curve = learning_curve("t", {"a": arm}, 40, [5, 100], seeds=(0, 1, 2), held_out=200,
+                           choose_at=100)
+    # one seed, one size, the first setting, and a held-out slice that leaves items to label
+    assert curve.seeds == [0] and curve.sizes == [5] and fits == [0.1]
+    assert curve.chosen == {"a": {5: 0.1}} and curve.scores == {"a": {5: [5.0]}}
+    curve = learning_curve("t", {"a": arm}, 40, [100], held_out=200)
+    assert curve.sizes == [30]  # what the pool leaves after its held-out slice

@@ -41,6 +41,9 @@ def check_targets(
     if targets.numel() == 0:
         raise ValueError(f"{name} are empty (shape {tuple(targets.shape)}): there is nothing to "
                          f"predict, and the loss would be NaN; {hint}.")
+    low, high = torch.aminmax(targets)  # one pass; the common case ends here
+    if 0 <= low and high < size:
+        return  # every target a class, none ignored
     ignored = targets == IGNORE_INDEX
     if ignored.all():
         raise ValueError(f"no position has a target: every one of the {targets.numel()} {name} "

@@ -114,6 +114,12 @@ class Block(nn.Module):
         return x, present
 
 
+def _within(ids: torch.Tensor, size: int) -> bool:
+    """Whether every id lies in [0, size): one pass over the ids, for a check on every batch."""
+    low, high = torch.aminmax(ids)
+    return bool(0 <= low and high < size)
+
+
 class GPT(nn.Module):
     """The GPT-2 language model. ``model(input_ids)`` gives logits (B, T, V)."""
 
@@ -158,7 +164,7 @@ class GPT(nn.Module):
                 f"sequence of {T} tokens is longer than the context of {self.config.block_size}; "
                 "crop it to the last block_size tokens (generate() does this for you)."
             )
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+        if input_ids.numel() and not _within(input_ids, self.config.vocab_size):
             bad = input_ids[(input_ids < 0) | (input_ids >= self.config.vocab_size)][0].item()
             raise ValueError(
                 f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "

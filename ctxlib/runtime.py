@@ -88,8 +88,47 @@ def budget(*, smoke: Any, cpu: Any, gpu: Any, verbose: bool = True) -> Any:
     chosen = budgets[name]
     if verbose:
         print(f"Budget: {name} ({reason}). Device: {describe_device()}.")
+    small = small_data_settings()
+    if small and isinstance(chosen, dict) and isinstance(smoke, dict):
+        chosen = _with_smoke_data(chosen, smoke, small, verbose)
     if isinstance(chosen, dict):
         return Settings(chosen)
+    return chosen
+
+
+SMALL_DATA_ENV = "CTXLIB_SMALL_DATA"
+
+
+def small_data_settings() -> list[str]:
+    """``CTXLIB_SMALL_DATA`` in a code-path test (``CTXLIB_MAX_STEPS`` set), else nothing.
+
+    A comma-separated list of settings that size data, evaluation or the protocol (pools,
+    dev sets, validation batches, learning-curve sizes): a code-path test takes them from the
+    smoke budget and everything else (every model's width, depth, context, batch and
+    vocabulary) from the budget in effect. The gpu budget's data sets are meant for a GPU;
+    its models are what the test must build and step. ``sizes.valid_batches`` names a
+    setting inside the dict ``sizes``. Ignored outside a code-path test, so that a real run
+    never mixes budgets.
+    """
+    value = os.environ.get(SMALL_DATA_ENV, "")
+    if max_steps_override() is None:
+        return []
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _with_smoke_data(chosen: dict, smoke: dict, names: list[str], verbose: bool) -> dict:
+    """``chosen`` with each named setting (``a`` or ``a.b``) replaced by the smoke budget's."""
+    chosen = {key: dict(value) if isinstance(value, dict) else value
+              for key, value in chosen.items()}
+    for name in names:
+        outer, _, key = name.rpartition(".")  # "sizes.valid_batches" or "ud_pool"
+        target, source = (chosen.get(outer), smoke.get(outer)) if outer else (chosen, smoke)
+        if not (isinstance(target, dict) and isinstance(source, dict)
+                and key in target and key in source):
+            raise ValueError(f"{SMALL_DATA_ENV} names {name!r}, which this budget lacks.")
+        target[key] = source[key]
+    if verbose:
+        print(f"Code-path test: {', '.join(names)} from the smoke budget.")
     return chosen
 
 
@@ -202,7 +241,7 @@ def max_steps_override() -> int | None:
     return int(value) if value else None
 
 
-TEST_RUN_ITEMS = 64  # how many items take() keeps in a code-path test run
+TEST_RUN_ITEMS = 16  # how many items take() keeps in a code-path test run
 
 
 def take(items, n: int | None):

@@ -5,6 +5,7 @@
 - ``mark_exercises(nb)``: nbgrader metadata on every exercise's cells, from its heading and
   its ``### BEGIN SOLUTION`` markers (so that the two never drift apart).
 - ``execute(path, budget)``: run a notebook top to bottom and store its outputs.
+- ``notebook_budgets(name)``: the smoke, cpu and gpu settings of a notebook's budget cell.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 # instructor guide). Set here only; make_student_version.py --branch overrides it.
 STUDENT_BRANCH = "student"
 STUDENT_STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def notebook_budgets(name: str) -> dict[str, dict]:
+    """The three budgets of a notebook's budget cell (``notebooks/<name>.ipynb``), read by
+    running that cell with a stand-in for ``ctxlib.budget``."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "ctxlib.budget(" in c.source)
+    captured = {}
+    fake = type("FakeCtxlib", (), {"budget": staticmethod(lambda **b: captured.update(b))})
+    exec(cell.source.replace("import ctxlib\n", ""), {"ctxlib": fake})  # noqa: S102 - our own cell
+    return captured
 
 
 def colab_setup_source() -> str:
@@ -151,7 +163,8 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     """Run the notebook at ``path`` under ``budget`` and store its outputs in place.
 
     Progress bars are plain text (``CTXLIB_PROGRESS=text``) so that the book can show them.
-    Returns the wall time in seconds; records budget, device and time in the metadata.
+    Returns the wall time in seconds; records budget, device, time and whether the run started
+    from scratch (no checkpoint of this budget to resume) in the metadata.
     """
     from nbclient import NotebookClient
 
@@ -171,6 +184,8 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
         resources={"metadata": {"path": str(path.parent)}},
         coalesce_streams=True,
     )
+    checkpoints = Path(os.environ.get("CTXLIB_CHECKPOINTS") or path.parent) / "checkpoints"
+    from_scratch = not any((checkpoints / budget).glob("*.pt"))
     start = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - start
@@ -183,6 +198,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
         "device": device,
         "torch": torch.__version__,
         "wall_seconds": round(wall, 1),
+        "from_scratch": from_scratch,
         "executed": datetime.date.today().isoformat(),
     }
     nbformat.write(nb, path)

@@ -77,8 +77,8 @@ def test_take_keeps_the_first_items_and_shrinks_test_runs(monkeypatch):
     assert ctxlib.take(items, 10) == items[:10]
     assert ctxlib.take(items, None) == items
     monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
-    assert ctxlib.take(items, None) == items[:64]
-    assert ctxlib.take(items, 10) == items[:10]
+    assert ctxlib.take(items, None) == items[: ctxlib.runtime.TEST_RUN_ITEMS]
+    assert ctxlib.take(items, 10) == items[: min(10, ctxlib.runtime.TEST_RUN_ITEMS)]
 
 
 def test_budgets_with_different_keys_are_an_error_naming_them(monkeypatch):
@@ -127,3 +127,24 @@ def test_checkpoints_on_drive_changes_nothing_outside_colab(monkeypatch, capsys)
     ctxlib.checkpoints_on_drive()
     assert "CTXLIB_CHECKPOINTS" not in os.environ
     assert "Not in Colab: checkpoints stay in ./checkpoints" in capsys.readouterr().out
+
+
+def test_a_code_path_test_takes_the_named_data_settings_from_smoke(monkeypatch, capsys):
+    budgets = {
+        "smoke": {"width": 8, "pool": 10, "sizes": {"context": 16, "valid_batches": 2}},
+        "cpu": {"width": 64, "pool": 1000, "sizes": {"context": 64, "valid_batches": 10}},
+        "gpu": {"width": 256, "pool": None, "sizes": {"context": 128, "valid_batches": 40}},
+    }
+    monkeypatch.setenv("CTXLIB_BUDGET", "gpu")
+    monkeypatch.setenv("CTXLIB_SMALL_DATA", "pool, sizes.valid_batches")
+    monkeypatch.delenv("CTXLIB_MAX_STEPS", raising=False)
+    assert ctxlib.budget(**budgets, verbose=False) == budgets["gpu"]  # a real run: untouched
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    cfg = ctxlib.budget(**budgets)
+    assert cfg == {"width": 256, "pool": 10, "sizes": {"context": 128, "valid_batches": 2}}
+    assert budgets["gpu"]["sizes"]["valid_batches"] == 40  # the notebook's own dicts unchanged
+    assert "Code-path test: pool, sizes.valid_batches from the smoke budget" in capsys.readouterr().out
+    for unknown in ("poool", "sizes.depth", "width.x"):
+        monkeypatch.setenv("CTXLIB_SMALL_DATA", unknown)
+        with pytest.raises(ValueError, match=f"names '{unknown}', which this budget lacks"):
+            ctxlib.budget(**budgets, verbose=False)

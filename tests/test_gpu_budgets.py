@@ -36,7 +36,7 @@ SMALL_DATA = {
         "probe_steps", "held_out", "ud_pool", "pos_sizes", "sst2_pool", "sst2_sizes",
         "play_contexts"),
     "04_gpt": (
-        "char_batch", "eval_batches", "wiki_batch", "held_out", "ud_pool", "ud_dev",
+        "char_batch", "eval_batches", "sample_chars", "wiki_batch", "held_out", "ud_pool", "ud_dev",
         "pos_sizes", "sst2_pool", "sst2_dev", "sst2_sizes", "finetune_sizes", "finetune_batch",
         "finetune_lrs"),
     "05_bert": (

@@ -25,8 +25,11 @@ def test_each_protocol_chapter_stores_its_results_from_a_book_run(name):
     assert path.exists(), f"{path.name} missing: run scripts/execute_notebooks.py on {name}"
     record = json.loads(path.read_text())
     assert record["budget"] in ("cpu", "gpu") and record["chapter"] == name
-    for curve in load_results(path):
-        assert len(curve.seeds) >= 3 and len(curve.sizes) >= 2
+    curves = load_results(path)
+    # Learning curves, over several numbers of labels; a comparison at one n may sit beside them.
+    assert any(len(curve.sizes) >= 2 for curve in curves)
+    for curve in curves:
+        assert len(curve.seeds) >= 3 and curve.sizes
         for arm, by_size in curve.scores.items():
             assert sorted(by_size) == sorted(curve.sizes), arm
             assert all(len(scores) == len(curve.seeds) for scores in by_size.values())

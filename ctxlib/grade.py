@@ -26,8 +26,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Wall-clock limit for one notebook under each budget, in seconds.
-TIME_LIMITS = {"smoke": 600, "cpu": 3600, "gpu": 3 * 3600}
+# Wall-clock limit for one notebook under each budget, in seconds: well above the slowest
+# chapter's measured run (the cpu times are in the README).
+TIME_LIMITS = {"smoke": 600, "cpu": 2 * 3600, "gpu": 3 * 3600}
 
 
 @dataclass

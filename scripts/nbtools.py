@@ -43,6 +43,17 @@ def notebook_budgets(name: str) -> dict[str, dict]:
     return captured
 
 
+def stated_cpu_time(path: Path) -> str:
+    """A notebook's stored cpu run time as the README, the setup page and the instructor
+    guide state it: minutes on 2 CPU cores, marked ``*`` unless the run started from scratch
+    (a run that resumed a finished pretraining checkpoint is shorter than a first run)."""
+    run = nbformat.read(path, as_version=4).metadata.get("ctxlib", {})
+    if run.get("budget") != "cpu":
+        return "not yet run"
+    minutes = max(1, round(run["wall_seconds"] / 60))
+    return f"{minutes} min" + ("" if run.get("from_scratch") else "*")
+
+
 def colab_setup_source() -> str:
     """Source of the first code cell of every notebook.
 

@@ -5,9 +5,13 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from nbtools import stated_cpu_time
+
 JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
 
@@ -25,6 +29,19 @@ def test_toc_lists_every_notebook_and_only_files_that_exist():
     assert sorted(f for f in listed if f.startswith("notebooks/")) == notebooks
     for name in listed:
         assert (ROOT / f"{name}.md").exists() or (ROOT / f"{name}.ipynb").exists(), name
+
+
+@pytest.mark.parametrize("page", ["README.md", "book/setup.md", "book/instructor_guide.md"])
+def test_the_cpu_run_times_stated_are_the_stored_runs(page):
+    """Each chapter's row gives its stored cpu run's time, marked unless it ran from scratch."""
+    text = (ROOT / page).read_text()
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        number = int(path.stem[:2])
+        rows = [line for line in text.splitlines() if line.startswith(f"| {number}. ")]
+        assert rows, f"{page}: no row for chapter {number}"
+        stated = stated_cpu_time(path)
+        cells = [cell.strip() for row in rows for cell in row.split("|")]
+        assert stated in cells, f"{page}: chapter {number}'s cpu run took {stated}"
 
 
 def test_every_citation_is_in_the_bibliography():

@@ -12,9 +12,11 @@ export CTXLIB_DATA ?= $(abspath ../shared/data)
 # instead of pulling several GB of CUDA packages.
 $(BIN)/.ctxlib-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test,book]"
+	# uv installs the hundred-odd other packages in seconds where pip takes minutes; it keeps
+	# the torch installed above, which satisfies pyproject.toml's range.
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[test,book]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

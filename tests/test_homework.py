@@ -78,11 +78,18 @@ def test_the_grading_command_scores_each_exercise_of_each_student(tmp_path, monk
     assert grades["cy", "ex-0-4-check"].message.startswith("not answered")
     assert grades["cy", "ex-0-4-check"].points == 0
 
+    # The command line writes the same grades as a CSV file (one student: the same code path).
+    (tmp_path / "one").mkdir()
+    shutil.move(folder / "ben", tmp_path / "one" / "ben")
     out = tmp_path / "grades.csv"
-    main([str(folder), "--source", str(ROOT / "notebooks"), "--budget", "smoke", "-o", str(out)])
+    main([str(tmp_path / "one"), "--source", str(ROOT / "notebooks"), "--budget", "smoke",
+          "-o", str(out)])
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 3 * 4 and set(rows[0]) == {
+    assert len(rows) == 4 and set(rows[0]) == {
         "student", "notebook", "exercise", "points", "max_points", "message"}
+    assert {(r["exercise"], float(r["points"])) for r in rows} == {
+        (exercise, grades["ben", exercise].points) for exercise in
+        ("ex-0-1-check", "ex-0-2-check", "ex-0-3-check", "ex-0-4-check")}
 
 
 NBGRADER_CONFIG = """c = get_config()

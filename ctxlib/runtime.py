@@ -102,9 +102,9 @@ SMALL_DATA_ENV = "CTXLIB_SMALL_DATA"
 def small_data_settings() -> list[str]:
     """``CTXLIB_SMALL_DATA`` in a code-path test (``CTXLIB_MAX_STEPS`` set), else nothing.
 
-    A comma-separated list of settings that size data, evaluation or the protocol (pools,
-    dev sets, validation batches, learning-curve sizes): a code-path test takes them from the
-    smoke budget and everything else (every model's width, depth, context, batch and
+    A comma-separated list of settings that size data, evaluation or the protocol (batch
+    sizes, pools, dev sets, validation batches, learning-curve sizes): a code-path test takes
+    them from the smoke budget and everything else (every model's width, depth, context and
     vocabulary) from the budget in effect. The gpu budget's data sets are meant for a GPU;
     its models are what the test must build and step. ``sizes.valid_batches`` names a
     setting inside the dict ``sizes``. Ignored outside a code-path test, so that a real run

@@ -1,4 +1,5 @@
-"""Plots the chapters share: loss curves and attention heatmaps (matplotlib).
+"""Plots the chapters share: loss curves and attention heatmaps (matplotlib), and the course's
+architecture diagrams (:func:`show_diagram`).
 
 Importing this module sets the course's figure defaults (:func:`use_course_style`): figures as
 wide as the book's page, fonts that stay legible at that width, and sharp images on high-DPI
@@ -6,6 +7,8 @@ screens. :func:`panels` lays out several plots at most three to a row, within th
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,6 +112,21 @@ def plot_losses(history, ax=None, title: str | None = None, smooth: float = 0.9,
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
+
+
+DIAGRAMS = Path(__file__).parent / "figures"  # drawn by scripts/draw_diagrams.py
+
+
+def show_diagram(name: str):
+    """Display the architecture diagram ``name`` (e.g. ``"transformer_block"``), an SVG that
+    ships with the package: a notebook opened on its own, as Colab opens it, still shows it."""
+    from IPython.display import SVG
+
+    path = DIAGRAMS / f"{name}.svg"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in DIAGRAMS.glob("*.svg")))
+        raise ValueError(f"no diagram called {name!r}; the diagrams are: {known}.")
+    return SVG(filename=str(path))
 
 
 def _as_array(weights) -> np.ndarray:

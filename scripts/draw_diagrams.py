@@ -1,6 +1,6 @@
 """Draw the course's architecture diagrams with matplotlib, as SVG files.
 
-    .venv/bin/python scripts/draw_diagrams.py              # writes notebooks/figures/<name>.svg
+    .venv/bin/python scripts/draw_diagrams.py              # writes ctxlib/figures/<name>.svg (package data)
     .venv/bin/python scripts/draw_diagrams.py --out DIR    # writes DIR/<name>.svg instead
 
 The diagrams (one function each, drawn with patches, arrows and text only):
@@ -31,7 +31,7 @@ from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from matplotlib.textpath import TextPath
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "notebooks" / "figures"
+FIGURES = ROOT / "ctxlib" / "figures"
 
 RC = {
     "svg.hashsalt": "ctxlib-diagrams",  # fixed ids: the same SVG at every run

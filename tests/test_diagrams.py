@@ -1,5 +1,5 @@
 """scripts/draw_diagrams.py draws the book's architecture diagrams; the committed SVGs in
-notebooks/figures/ must be exactly what it draws now."""
+ctxlib/figures/ (shipped in the package) must be exactly what it draws now."""
 
 import importlib.util
 import re
@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "draw_diagrams.py"
-COMMITTED = ROOT / "notebooks" / "figures"
+COMMITTED = ROOT / "ctxlib" / "figures"
 NAMES = ["transformer_block", "elmo_stack", "bert_input", "gpt1_inputs", "xlnet_two_streams",
          "transformerxl_memory"]
 RERUN = "rerun: .venv/bin/python scripts/draw_diagrams.py"

@@ -157,10 +157,25 @@ def test_every_stored_figure_has_a_description(path):
     """A figure in the book needs alt text (cell metadata mystnb.image.alt): a screen reader
     otherwise reads out a file name. The browser test checks the same in the built pages."""
     for cell in code_cells(read(path)):
-        shows_image = any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+        shows_image = any(kind in o.get("data", {}) for o in cell.get("outputs", [])
+                          for kind in ("image/png", "image/svg+xml"))
         if shows_image:
             alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt", "")
             assert len(alt) > 20, f"a figure without alt text, in the cell: {cell.source[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_image_needs_a_file_beside_the_notebook(path):
+    """Colab opens a notebook without its folder: a markdown image with a relative path shows
+    nothing there. Diagrams are displayed from the package (ctxlib.plots.show_diagram)."""
+    import re
+
+    for cell in read(path).cells:
+        if cell.cell_type == "markdown":
+            for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", cell.source) + re.findall(
+                    r"<img[^>]*src=[\"']([^\"']+)", cell.source):
+                assert target.startswith(("https://", "data:")), (
+                    f"{path.name}: the image {target!r} needs a file beside the notebook")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

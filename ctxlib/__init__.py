@@ -31,11 +31,13 @@ from ctxlib.runtime import (
     checkpoints_on_drive,
     current_budget,
     describe_device,
+    device_of,
     get_device,
     in_colab,
     progress,
     seed_everything,
     take,
+    to_device,
 )
 
 __version__ = "0.2.0"
@@ -58,9 +60,11 @@ __all__ = [
     "current_budget",
     "data",
     "describe_device",
+    "device_of",
     "get_device",
     "in_colab",
     "progress",
     "seed_everything",
     "take",
+    "to_device",
 ]

@@ -25,6 +25,7 @@ from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
 from ctxlib.layers import TransformerBlock
+from ctxlib.runtime import device_of
 
 
 @dataclass
@@ -358,7 +359,7 @@ def pretraining_batch(documents: list[list[list[int]]], size: int, tokenizer, ma
 def pretraining_loss(model: BertForPreTraining, batch, use_nsp: bool = True) -> torch.Tensor:
     """MLM + NSP loss of a ``pretraining_batch`` (MLM alone without ``use_nsp``)."""
     ids, segments, mask, mlm_labels, nsp_labels = (
-        t.to(next(model.parameters()).device) for t in batch)
+        t.to(device_of(model)) for t in batch)
     return model(ids, segments, mask, mlm_labels=mlm_labels,
                  nsp_labels=nsp_labels if use_nsp else None).loss
 
@@ -368,7 +369,7 @@ def evaluate_pretraining(model: BertForPreTraining, batch, chunk: int = 64) -> d
     """Validation MLM loss (the mean over chunks of ``chunk`` pairs) and NSP accuracy on a
     fixed ``pretraining_batch``; the model is put back in training mode."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     pairs = len(batch[0])
     mlm, nsp_correct = [], 0
     for start in range(0, pairs, chunk):

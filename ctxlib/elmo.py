@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
+from ctxlib.runtime import device_of
 
 # Character ids: 0 pads, bytes of the UTF-8 word are 1..256, then begin- and end-of-word marks.
 PAD_CHAR, BOW_CHAR, EOW_CHAR = 0, 257, 258
@@ -292,7 +293,7 @@ def lm_batch(word_ids: torch.Tensor, spelled: torch.Tensor, size: int, window: i
 
 def lm_loss(model: BiLM, batch) -> torch.Tensor:
     """The mean of the two directions' losses on an ``lm_batch`` (nats per word)."""
-    char_ids, word_ids = (t.to(next(model.parameters()).device) for t in batch)
+    char_ids, word_ids = (t.to(device_of(model)) for t in batch)
     forward_loss, backward_loss = model.lm_losses(char_ids, word_ids)
     return (forward_loss + backward_loss) / 2
 
@@ -310,7 +311,7 @@ def evaluate_lm(model: BiLM, windows: torch.Tensor, spelled: torch.Tensor,
     over batches of ``batch_size`` windows, exponentiated), and ``valid_loss``, the mean of
     the two directions' losses in nats; the model is put back in training mode."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     totals = torch.zeros(2)
     for chunk in windows.split(batch_size):
         totals += torch.stack(model.lm_losses(spelled[chunk].to(device), chunk.to(device))).cpu()
@@ -358,7 +359,7 @@ def embed_sentences(bilm: BiLM, sentences: list[list[str]], batch_size: int = 64
 
     bilm.eval()
     chars = CharVocab(bilm.config.max_chars)
-    device = next(bilm.parameters()).device
+    device = device_of(bilm)
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     out: list[torch.Tensor | None] = [None] * len(sentences)
     starts = range(0, len(order), batch_size)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_targets
+from ctxlib.runtime import device_of
 
 # The key/value cache of one layer: keys and values of every position seen so far, (B, H, T, D).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
@@ -253,8 +254,10 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self._generate(input_ids, max_new_tokens, temperature, top_k, top_p, use_cache,
-                                  generator)
+            # The prompt goes to the model's device; the tokens come back to the prompt's.
+            tokens = self._generate(input_ids.to(device_of(self)), max_new_tokens, temperature,
+                                    top_k, top_p, use_cache, generator)
+            return tokens.to(input_ids.device)
         finally:
             # Even when sampling fails midway (a bad top_k, an id outside the vocabulary), the
             # model goes back to the mode it was in: a training loop must not go on without
@@ -466,4 +469,9 @@ def sample_next_token(
     if top_p is not None:
         logits = top_p_logits(logits, top_p)
     probs = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:
+        # A generator draws on its own device (a seeded CPU generator gives the same sample
+        # on every machine): sample there, return to the logits' device.
+        picked = torch.multinomial(probs.float().to(generator.device), 1, generator=generator)
+        return picked.to(probs.device)
     return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -42,7 +42,7 @@ from ctxlib.data import wikitext2_sentences
 from ctxlib.pretrained import Pretrained
 from ctxlib.probes import LayerProbe
 from ctxlib.protocol import Arm, probe_arm
-from ctxlib.runtime import checkpoint_path, seed_everything, take
+from ctxlib.runtime import checkpoint_path, device_of, seed_everything, take
 from ctxlib.tokenizers import BPETokenizer
 from ctxlib.train import History, TrainConfig, mean_tokens_per_step, train
 
@@ -132,7 +132,7 @@ class Contender:
         return OBJECTIVES[self.key]
 
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return device_of(self.model)
 
 
 def parameter_counts(contender: Contender) -> dict[str, int]:
@@ -172,7 +172,7 @@ def _build_causal(text: SharedText, s: Sizes) -> dict:
     model = gpt.GPT(config)
 
     def loss(model, batch):
-        x, y = _on(next(model.parameters()).device, *batch)
+        x, y = _on(device_of(model), *batch)
         return model(x, targets=y)[1]
 
     generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
@@ -475,8 +475,8 @@ def fine_tune_arm(contender: Contender, tokenizer: BPETokenizer, train_texts: Se
     own = {k: v.detach().clone() for k, v in contender.model.state_dict().items()}
 
     def with_head() -> nn.ModuleDict:  # a container: the chapter's model and the probe
-        return nn.ModuleDict({"model": contender.model,
-                              "head": LayerProbe(1, width, num_classes, layer=0)})
+        head = LayerProbe(1, width, num_classes, layer=0).to(contender.device())
+        return nn.ModuleDict({"model": contender.model, "head": head})
 
     def logits(both: nn.ModuleDict, token_lists: list[list[int]]) -> torch.Tensor:
         ids, mask = pad_batch(token_lists, pad_id=0)
@@ -494,9 +494,10 @@ def fine_tune_arm(contender: Contender, tokenizer: BPETokenizer, train_texts: Se
         def draw(generator):
             return picked[torch.randint(len(rows), (min(batch, len(rows)),), generator=generator)]
 
-        def loss(m, chosen):
-            targets = train_y[chosen].to(contender.device())
-            return F.cross_entropy(logits(m, [train_ids[i] for i in chosen]), targets)
+        def loss(m, chosen):  # chosen: the batch's rows, which train() put on the device
+            rows = chosen.tolist()
+            targets = train_y[rows].to(contender.device())
+            return F.cross_entropy(logits(m, [train_ids[i] for i in rows]), targets)
 
         config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10),
                              weight_decay=0.01, seed=seed, progress=False)

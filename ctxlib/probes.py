@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.elmo import ScalarMix
+from ctxlib.runtime import device_of
 from ctxlib.train import TrainConfig, train
 
 
@@ -50,7 +51,7 @@ class LayerProbe(nn.Module):
     def predict(self, features: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """The most likely class of each example: (N,)."""
         self.eval()
-        device = next(self.parameters()).device
+        device = device_of(self)
         return torch.cat([self(chunk.to(device)).argmax(-1).cpu()
                           for chunk in features.split(batch_size)])
 
@@ -71,7 +72,7 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
     def loss_fn(model, batch):
         x, y = batch
-        device = next(model.parameters()).device
+        device = device_of(model)
         return F.cross_entropy(model(x.to(device)), y.to(device))
 
     train(probe, batches, loss_fn, TrainConfig(steps=steps, lr=lr, weight_decay=0.0,

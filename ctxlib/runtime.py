@@ -136,8 +136,15 @@ def get_device(prefer: str | None = None) -> torch.device:
     """The device to train on: CUDA when available, else Apple's MPS, else the CPU.
 
     ``prefer`` ('cpu', 'cuda', 'mps') forces a choice; asking for a device that is not
-    there is an error rather than a silent fall-back.
+    there is an error rather than a silent fall-back. With ``CTXLIB_CHECK_DEVICES=1`` (and no
+    GPU) it is a simulated accelerator that raises, as a GPU would, when a tensor is left on
+    the host (:mod:`ctxlib.devicecheck`): how the tests check code meant for a GPU on a CPU.
     """
+    if prefer is None and os.environ.get("CTXLIB_CHECK_DEVICES") == "1" and not (
+            torch.cuda.is_available()):
+        from ctxlib import devicecheck
+
+        return devicecheck.enable()
     if prefer is not None:
         device = torch.device(prefer)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -158,8 +165,30 @@ def describe_device() -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(0)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        simulated = ", simulating an accelerator" if device.index is not None else ""
+        return f"cpu ({torch.get_num_threads()} threads{simulated})"
     return device.type
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on (that of its first parameter or buffer)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def to_device(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor in it moved to ``device``: a tensor, or tuples, lists and
+    dicts of them (nested), as a data loader yields; anything else is returned as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return type(batch)({key: to_device(value, device) for key, value in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(to_device(value, device) for value in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ctxlib.batches import IGNORE_INDEX, align_labels, encode_words
+from ctxlib.runtime import device_of
 
 
 @dataclass
@@ -135,7 +136,7 @@ def predict(model, data: TaskData, batch_size: int = 64) -> list:
     (classification), the argmax label per token (tagging), or the best (start, end) span with
     start <= end inside the passage, at most 30 tokens long (QA)."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     for start in range(0, len(data), batch_size):
         rows = list(range(start, min(start + batch_size, len(data))))

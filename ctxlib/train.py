@@ -3,7 +3,8 @@
     history = train(model, batches, loss_fn, TrainConfig(steps=2000, lr=3e-4), eval_fn=evaluate)
 
 - ``batches(generator) -> batch`` draws one micro-batch using only ``generator``;
-- ``loss_fn(model, batch) -> loss`` returns a scalar tensor (it moves the batch to the device);
+- ``loss_fn(model, batch) -> loss`` returns a scalar tensor; the loop has moved every tensor
+  of the batch (tuples, lists, dicts of them) to the model's device, as Lightning does;
 - ``eval_fn(model) -> {"name": value}`` is called every ``eval_every`` steps and at the end.
 
 What the loop does, in order, at each optimizer step: for each of ``grad_accum`` micro-batches,
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from ctxlib.checkpoints import CheckpointStore, find_run, model_fingerprint, plain, run_id
-from ctxlib.runtime import current_budget, get_device, max_steps_override, progress
+from ctxlib.runtime import current_budget, get_device, max_steps_override, progress, to_device
 
 MAX_SKIPPED_IN_A_ROW = 5  # this many non-finite gradient steps in a row stop the run
 
@@ -277,7 +278,7 @@ def train(
                 group["lr"] = lr_at(step, config)
             loss_sum = 0.0
             for _ in range(config.grad_accum):
-                batch = _draw(batches, data_generator, rank, world_size)
+                batch = to_device(_draw(batches, data_generator, rank, world_size), device)
                 with torch.autocast(device.type, dtype=plan.dtype or torch.float32,
                                     enabled=plan.dtype is not None):
                     loss = loss_fn(forward_model, batch)

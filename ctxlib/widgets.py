@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ctxlib.runtime import device_of
+
 
 def _ipywidgets():
     try:
@@ -67,7 +69,7 @@ def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
     button = widgets.Button(description="sample")
     chart, sample = widgets.Output(), widgets.Output()
     labels = [tokenizer.decode([i]) for i in range(tokenizer.vocab_size)]
-    device = next(model.parameters()).device
+    device = device_of(model)
 
     def settings():
         return (temperature.value, top_k.value or None, top_p.value if top_p.value < 1 else None)

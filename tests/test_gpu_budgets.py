@@ -70,6 +70,8 @@ def test_gpu_configuration_runs_one_step_on_cpu(path, monkeypatch, tmp_path):
     monkeypatch.setenv("CTXLIB_BUDGET", "gpu")
     monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
     monkeypatch.setenv("CTXLIB_PROGRESS", "off")
+    # The device is a simulated accelerator: a tensor left on the host fails as on a GPU.
+    monkeypatch.setenv("CTXLIB_CHECK_DEVICES", "1")
     monkeypatch.setenv("CTXLIB_SMALL_DATA", ",".join(SMALL_DATA.get(path.stem, ())))
     nb = nbformat.read(path, as_version=4)
     # Run in a scratch directory so checkpoints do not land in the repository.
@@ -79,6 +81,7 @@ def test_gpu_configuration_runs_one_step_on_cpu(path, monkeypatch, tmp_path):
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     printed = "".join(o.get("text", "") for o in outputs)
     assert "Budget: gpu" in printed
+    assert "simulating an accelerator" in printed, "the notebook never asked for the device"
     assert os.environ["CTXLIB_MAX_STEPS"] == "1"
     if path.stem in SMALL_DATA:
         assert "Code-path test: " in printed  # the smoke data settings took effect

@@ -43,6 +43,7 @@ from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
 from ctxlib.layers import FeedForward
+from ctxlib.runtime import device_of
 
 
 def blocked_score(dtype: torch.dtype) -> float:
@@ -481,27 +482,42 @@ def perm_mask_from_order(order: torch.Tensor, num_predict: int) -> torch.Tensor:
     in the order, never itself (its query stream must not see its own token; the content
     stream gets its own token back in ``attention_masks``) and never a later one.
     """
-    T = len(order)
-    if sorted(order.tolist()) != list(range(T)):
-        raise ValueError(f"order must hold each position 0..{T - 1} once, got {order.tolist()}.")
+    return perm_masks_from_orders(order[None], num_predict)[0]
+
+
+def perm_masks_from_orders(orders: torch.Tensor, num_predict: int) -> torch.Tensor:
+    """``perm_mask_from_order`` for a batch of orders (B, T), one per row: (B, T, T)."""
+    B, T = orders.shape
+    if not torch.equal(orders.sort(dim=1).values, torch.arange(T).expand(B, T)):
+        bad = next(row for row in orders if sorted(row.tolist()) != list(range(T)))
+        raise ValueError(f"order must hold each position 0..{T - 1} once, got {bad.tolist()}.")
     if not 0 < num_predict <= T:
         raise ValueError(f"num_predict must be between 1 and T = {T}, got {num_predict}.")
-    targets = order[T - num_predict:]
-    is_target = torch.zeros(T, dtype=torch.bool)
-    is_target[targets] = True
-    rank = torch.full((T,), -1)  # step of each target in the order; all context shares step -1
-    rank[targets] = torch.arange(num_predict)
-    own_rank = torch.where(is_target, rank, rank + 1)  # context: 0, so it sees no target at all
-    return ((own_rank[:, None] <= rank[None, :]) & is_target[None, :]).float()
+    return _perm_masks(orders, num_predict)
 
 
-def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_span: int = 1):
-    """Sample a factorization order and build its mask (``perm_mask_from_order``).
+def _perm_masks(orders: torch.Tensor, num_predict: int) -> torch.Tensor:
+    """``perm_masks_from_orders`` without checking that each row is a permutation."""
+    B, T = orders.shape
+    targets = orders[:, T - num_predict:]  # (B, N): the predicted positions, in order
+    steps = torch.arange(num_predict, dtype=torch.int32).expand(B, num_predict)
+    # rank: the step at which each position is predicted; all context shares step -1
+    rank = torch.full((B, T), -1, dtype=torch.int32).scatter(1, targets, steps)  # (B, T)
+    # i may not see j when j is a target not before i: own_rank[i] <= rank[j], where a target's
+    # own rank is its step and the context's is 0 (it sees no target). A context j (rank -1)
+    # is seen by everybody. Written straight into a float tensor: this runs for every batch.
+    own_rank = rank.clamp(min=0)
+    perm_mask = torch.empty(B, T, T)
+    return torch.le(own_rank[:, :, None], rank[:, None, :], out=perm_mask)
+
+
+def factorization_order(T: int, num_predict: int, generator: torch.Generator,
+                        max_span: int = 1) -> torch.Tensor:
+    """Sample a factorization order (T,) whose last ``num_predict`` positions are the targets.
 
     ``num_predict`` tokens are targets (partial prediction: the paper predicts the last 1/K of
     the order, K = 6 or 7). With ``max_span`` > 1 the targets come in spans of 1..max_span
-    consecutive tokens, as in the paper's implementation; otherwise any tokens. Returns
-    ``perm_mask`` (T, T) and the target positions (num_predict,) in the order of prediction.
+    consecutive tokens, as in the paper's implementation; otherwise any tokens.
     """
     if not 0 < num_predict < T:
         raise ValueError(f"num_predict must be between 1 and T - 1 = {T - 1}, got {num_predict}: "
@@ -516,21 +532,32 @@ def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_
                 if is_target.sum() < num_predict:
                     is_target[t] = True
         order = torch.cat([order[~is_target[order]], order[is_target[order]]])
+    return order
+
+
+def permutation_masks(T: int, num_predict: int, generator: torch.Generator, max_span: int = 1):
+    """Sample a factorization order (``factorization_order``) and build its mask
+    (``perm_mask_from_order``). Returns ``perm_mask`` (T, T) and the target positions
+    (num_predict,) in the order of prediction."""
+    order = factorization_order(T, num_predict, generator, max_span)
     return perm_mask_from_order(order, num_predict), order[T - num_predict:]
 
 
 def permutation_batch(input_ids: torch.Tensor, num_predict: int, generator: torch.Generator,
                       max_span: int = 1):
     """(B, T) token ids -> perm_mask (B, T, T), target_mapping (B, N, T), labels (B, N): one
-    order per sequence, ``num_predict`` = N targets each, labels = the targets' token ids."""
+    order per sequence, ``num_predict`` = N targets each, labels = the targets' token ids.
+
+    Only the orders are drawn row by row (one ``randperm`` each, the same draws as
+    ``permutation_masks``); the masks, mappings and labels are built for the whole batch at
+    once, so that building a batch does not keep a GPU waiting.
+    """
     B, T = input_ids.shape
-    masks, mappings, labels = [], [], []
-    for b in range(B):
-        perm_mask, targets = permutation_masks(T, num_predict, generator, max_span)
-        masks.append(perm_mask)
-        mappings.append(F.one_hot(targets, T).float())
-        labels.append(input_ids[b, targets])
-    return torch.stack(masks), torch.stack(mappings), torch.stack(labels)
+    orders = torch.stack([factorization_order(T, num_predict, generator, max_span)
+                          for _ in range(B)])  # (B, T): permutations, by construction
+    targets = orders[:, T - num_predict:]  # (B, N)
+    target_mapping = torch.zeros(B, num_predict, T).scatter_(2, targets[..., None], 1.0)
+    return _perm_masks(orders, num_predict), target_mapping, input_ids.gather(1, targets)
 
 
 # --- Pretraining on a token stream (chapter 6) --------------------------------------------------
@@ -550,7 +577,7 @@ def pretraining_batch(token_ids: torch.Tensor, size: int, seg_len: int, num_pred
 def pretraining_loss(model: XLNetLM, batch) -> torch.Tensor:
     """The permutation-LM loss of a ``pretraining_batch``: the mean over its segments, each
     segment seeing the one before it as memory."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     mems, losses = None, []
     for ids, perm_mask, target_mapping, labels in batch:
         out = model(ids.to(device), perm_mask=perm_mask.to(device),

@@ -183,6 +183,43 @@ def test_spans_and_partial_prediction_counts():
         permutation_masks(5, 5, g)  # no context left
 
 
+def test_every_row_of_a_permutation_batch_is_the_partial_prediction_mask_of_its_order():
+    """Built for the whole batch at once, each row still holds: its targets are the last N of
+    a permutation (read back from target_mapping), the labels are their tokens, and the mask
+    lets a target see the context and the earlier targets only, the context see no target."""
+    B, T, N = 32, 20, 4
+    g = torch.Generator().manual_seed(3)
+    for max_span in (1, 3):
+        ids = torch.randint(0, VOCAB, (B, T), generator=g)
+        perm_mask, mapping, labels = permutation_batch(ids, N, g, max_span=max_span)
+        assert perm_mask.shape == (B, T, T) and mapping.shape == (B, N, T)
+        for b in range(B):
+            assert torch.equal(mapping[b].sum(-1), torch.ones(N))  # one position per target
+            targets = mapping[b].argmax(-1)
+            assert len(set(targets.tolist())) == N
+            assert torch.equal(labels[b], ids[b, targets])
+            rank = torch.full((T,), -1)
+            rank[targets] = torch.arange(N)
+            for i in range(T):
+                for j in range(T):
+                    sees = rank[j] < 0 or (rank[i] >= 0 and rank[j] < rank[i])
+                    assert perm_mask[b, i, j] == (0 if sees else 1), (b, i, j)
+
+
+def test_a_permutation_batch_draws_what_one_order_per_sequence_draws():
+    """The batch is built at once, but draws the same orders as sampling them sequence by
+    sequence (so a run's batches, and its checkpoints, are what they were)."""
+    ids = torch.randint(0, VOCAB, (8, 16), generator=torch.Generator().manual_seed(0))
+    for max_span in (1, 2):
+        batched = permutation_batch(ids, 3, torch.Generator().manual_seed(5), max_span)
+        g = torch.Generator().manual_seed(5)
+        rows = [permutation_masks(16, 3, g, max_span) for _ in range(len(ids))]
+        assert torch.equal(batched[0], torch.stack([mask for mask, _ in rows]))
+        targets = torch.stack([t for _, t in rows])
+        assert torch.equal(batched[2], ids.gather(1, targets))
+        assert torch.equal(batched[1].argmax(-1), targets)
+
+
 @torch.no_grad()
 def test_a_target_with_nothing_to_see_averages_over_everything_as_in_the_reference():
     """Why the sampler keeps context: with every token predicted and no memory, the first target

@@ -29,6 +29,7 @@ backward pass, process 0 writes the checkpoints, and every process resumes from 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -237,6 +238,7 @@ def train(
     # The state of every random generator at the last step boundary: what a checkpoint saves,
     # whenever it is written (an interrupt mid-step must not save a half-drawn state).
     boundary = _random_state(data_generator)
+    first_step = step
 
     def save() -> None:
         if store is None:
@@ -333,7 +335,27 @@ def train(
     bar.close()
     evaluate()
     save()
+    if is_main and os.environ.get(RUN_LOG_ENV):
+        _log_run(os.environ[RUN_LOG_ENV], model, history, asked_steps, first_step, device)
     return history
+
+
+RUN_LOG_ENV = "CTXLIB_RUN_LOG"
+
+
+def _log_run(path: str, model, history: History, asked_steps: int, first_step: int,
+             device: torch.device) -> None:
+    """Append one line of JSON about this call to ``path`` (``CTXLIB_RUN_LOG``): the steps it
+    was asked for and ran, each step's seconds, its losses and the peak GPU memory.
+    ``scripts/gpu_check.py`` projects a notebook's whole time from these lines."""
+    record = {"asked_steps": asked_steps, "steps_run": len(history.seconds) - first_step,
+              "seconds": history.seconds[first_step:], "loss": history.loss[first_step:],
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "device": _describe(device),
+              "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
+              if device.type == "cuda" else None}
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
 
 
 # --- Resuming ------------------------------------------------------------------------------------

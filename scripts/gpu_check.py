@@ -1,0 +1,197 @@
+"""The GPU check: what a session lent a CUDA GPU runs first, in one command.
+
+    python scripts/gpu_check.py                        # every chapter (a few minutes on an H100)
+    python scripts/gpu_check.py --chapters 04_gpt 06_xlnet --max-steps 20
+    python scripts/gpu_check.py --dry-run              # on the CPU, tiny: the same code path (CI)
+
+For each chapter's notebook it
+
+(a) runs the notebook end to end on this device under the ``smoke`` budget (does every cell
+    work on a GPU?);
+(b) runs it under the ``gpu`` budget, every data set and model at its real size, with each
+    training loop capped at ``--max-steps`` steps (``CTXLIB_MAX_STEPS``). ``ctxlib.train``
+    logs each loop (``CTXLIB_RUN_LOG``): the steps it was asked for, the seconds of each step
+    run, its losses, its peak GPU memory. The chapter's largest loop gives ms per step, tokens
+    per second (batch x context, padding included, from ``scripts/pretrain.py``'s budgets),
+    peak memory and whether the loss fell;
+(c) projects the whole ``gpu`` budget's time on this GPU: the capped run's wall time plus, for
+    each loop, the steps it skipped times its median step time (the first steps, which warm
+    up and compile, left out). And on a free Colab T4: the training part times the ratio of
+    memory bandwidths (``T4_SLOWDOWN``: small models train at the speed of memory, and a T4
+    has 320 GB/s against 3,350 on an H100 SXM and 4,800 on an H200), the rest times 2 (a
+    stated margin: GPU work outside the loops, and Colab's 2 CPU cores). A projection, not a
+    measurement: the T4 column is good to a factor of about 1.5;
+(d) writes ``results/gpu_check.json``: device, torch, date, and per chapter ``smoke`` (a) and
+    ``budget`` (b, c).
+
+``--dry-run`` runs the same steps on the CPU under the smoke budget with 2 steps per loop
+(tests/test_gpu_check.py), so that the script is known to work before a GPU is lent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+# How much slower a T4 trains the course's models than the GPU measured: the ratio of memory
+# bandwidths (T4: 320 GB/s; published figures of each GPU), by the name CUDA reports.
+T4_BANDWIDTH_GBS = 320
+BANDWIDTH_GBS = {"H200": 4800, "H100 80GB HBM3": 3350, "H100 PCIe": 2000, "H100": 3350,
+                 "A100-SXM4-80GB": 2039, "A100": 1555, "L4": 300, "T4": 320}
+REST_SLOWDOWN = 2.0  # the part outside training loops, on a T4 with 2 CPU cores
+WARMUP_STEPS = 2  # steps left out of a loop's step time (warm-up, compilation)
+
+
+def t4_slowdown(device_name: str) -> float | None:
+    """T4 time / this GPU's time for a training step, from memory bandwidth; None if unknown."""
+    for key, bandwidth in BANDWIDTH_GBS.items():  # the most specific names come first
+        if key in device_name:
+            return bandwidth / T4_BANDWIDTH_GBS
+    return None
+
+
+def run_notebook(path: Path, budget: str, env: dict[str, str], timeout: int) -> dict:
+    """Execute the notebook at ``path`` in a scratch folder with ``env`` set; wall time, error."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env, CTXLIB_BUDGET=budget, CTXLIB_PROGRESS="off")
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    error = None
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                           resources={"metadata": {"path": scratch}}).execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:  # report it,
+        # and go on with the other chapters
+        error = f"{type(failure).__name__}: {str(failure)[-1500:]}"
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return {"ok": error is None, "seconds": round(time.perf_counter() - start, 1),
+            "error": error}
+
+
+def step_seconds(loop: dict) -> float | None:
+    """The median seconds of a loop's steps, the warm-up steps left out when there are more."""
+    steps = loop["seconds"][WARMUP_STEPS:] or loop["seconds"]
+    return statistics.median(steps) if steps else None
+
+
+def tokens_per_step(chapter: str) -> int | None:
+    """Tokens in one pretraining batch of ``chapter``'s gpu budget (batch x context)."""
+    from pretrain import RECIPES
+
+    for name, recipe in RECIPES.items():
+        if recipe.chapter == chapter and not name.startswith("h2h_"):
+            cfg = recipe.budgets["gpu"]
+            return cfg["batch"] * recipe.context(cfg)
+    if chapter == "07_head_to_head":
+        cfg = RECIPES["h2h_causal"].budgets["gpu"]
+        return cfg["sizes"]["batch"] * cfg["sizes"]["context"]
+    return None
+
+
+def project(chapter: str, run: dict, loops: list[dict], slowdown: float | None) -> dict:
+    """Summarise the capped gpu-budget run of ``chapter`` and project its whole time."""
+    timed = [loop for loop in loops if loop["seconds"]]
+    measured = sum(sum(loop["seconds"]) for loop in timed)
+    skipped = sum((loop["asked_steps"] - loop["steps_run"]) * step_seconds(loop)
+                  for loop in timed)
+    training = measured + skipped
+    rest = max(0.0, run["seconds"] - measured)
+    entry = {**run, "training_loops": len(loops),
+             "steps_asked": sum(loop["asked_steps"] for loop in loops),
+             "steps_run": sum(loop["steps_run"] for loop in loops),
+             "training_seconds_projected": round(training, 1),
+             "other_seconds": round(rest, 1),
+             "projected_seconds": round(training + rest, 1),
+             "projected_t4_seconds": (round(training * slowdown + rest * REST_SLOWDOWN, 1)
+                                      if slowdown else None)}
+    if timed:
+        main = max(timed, key=lambda loop: (loop["parameters"], loop["asked_steps"]))
+        seconds = step_seconds(main)
+        tokens = tokens_per_step(chapter)
+        peak = main["peak_memory_bytes"]
+        entry["largest_loop"] = {
+            "parameters": main["parameters"], "asked_steps": main["asked_steps"],
+            "steps_run": main["steps_run"], "ms_per_step": round(1000 * seconds, 2),
+            "tokens_per_step": tokens,
+            "tokens_per_second": round(tokens / seconds) if tokens else None,
+            "peak_memory_gb": round(peak / 2**30, 2) if peak is not None else None,
+            "loss_first": main["loss"][0], "loss_last": main["loss"][-1],
+            "loss_fell": main["loss"][-1] < main["loss"][0]}
+    return entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chapters", nargs="*", help="notebook names (default: all)")
+    parser.add_argument("--max-steps", type=int, default=30, help="steps per training loop")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="on the CPU, smoke budget only, 2 steps per loop")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_check.json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available() and not args.dry_run:
+        sys.exit("No CUDA GPU here: this check is for a GPU machine (--dry-run tries it on "
+                 "the CPU).")
+    budget = "smoke" if args.dry_run else "gpu"
+    max_steps = 2 if args.dry_run else args.max_steps
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.dry_run
+              else "cpu (dry run)")
+    slowdown = t4_slowdown(device)
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    if args.chapters:
+        notebooks = [p for p in notebooks if p.stem in args.chapters]
+        missing = set(args.chapters) - {p.stem for p in notebooks}
+        if missing:
+            sys.exit(f"no notebook called {', '.join(sorted(missing))}")
+    result = {"device": device, "torch": torch.__version__,
+              "date": datetime.date.today().isoformat(), "max_steps": max_steps,
+              "budget": budget, "t4_slowdown": slowdown, "chapters": {}}
+    env = {"CTXLIB_CHECK_DEVICES": "1"} if args.dry_run else {}  # the CPU plays the GPU
+    for path in notebooks:
+        print(f"{path.stem}: smoke run ...", flush=True)
+        smoke = run_notebook(path, "smoke", env, args.timeout)
+        with tempfile.TemporaryDirectory() as scratch:
+            log = Path(scratch) / "loops.jsonl"
+            print(f"{path.stem}: {budget} budget, {max_steps} steps per loop ...", flush=True)
+            run = run_notebook(path, budget, {**env, "CTXLIB_MAX_STEPS": str(max_steps),
+                                              "CTXLIB_RUN_LOG": str(log)}, args.timeout)
+            loops = ([json.loads(line) for line in log.read_text().splitlines()]
+                     if log.exists() else [])
+        entry = {"smoke": smoke, "budget": project(path.stem, run, loops, slowdown)}
+        result["chapters"][path.stem] = entry
+        summary = entry["budget"]
+        t4 = summary["projected_t4_seconds"]
+        print(f"{path.stem}: smoke {'ok' if smoke['ok'] else 'FAILED'} ({smoke['seconds']} s); "
+              f"{budget} {'ok' if summary['ok'] else 'FAILED'}, projected "
+              f"{summary['projected_seconds'] / 60:.1f} min here"
+              + (f", {t4 / 60:.0f} min on a T4" if t4 else ""), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every chapter
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

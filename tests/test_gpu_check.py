@@ -1,0 +1,50 @@
+"""The GPU check (scripts/gpu_check.py) works before a GPU is lent: its projection, and a dry
+run on the CPU through the same code path."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from gpu_check import project, t4_slowdown
+
+
+def test_the_projection_adds_the_skipped_steps_at_the_median_step_time():
+    loops = [{"asked_steps": 100, "steps_run": 4, "seconds": [1.0, 1.0, 0.5, 0.5],
+              "loss": [3.0, 2.9, 2.8, 2.5], "parameters": 10, "peak_memory_bytes": 2**30}]
+    entry = project("04_gpt", {"ok": True, "seconds": 10.0, "error": None}, loops, 10.0)
+    # 3 s measured + 96 skipped steps of 0.5 s (the 2 warm-up steps left out of the median)
+    assert entry["training_seconds_projected"] == 51.0
+    assert entry["other_seconds"] == 7.0 and entry["projected_seconds"] == 58.0
+    assert entry["projected_t4_seconds"] == 51.0 * 10 + 7.0 * 2
+    largest = entry["largest_loop"]
+    assert largest["ms_per_step"] == 500.0 and largest["loss_fell"]
+    assert largest["peak_memory_gb"] == 1.0 and largest["tokens_per_second"] > 0
+
+
+def test_t4_slowdown_comes_from_memory_bandwidth():
+    assert t4_slowdown("NVIDIA H100 80GB HBM3") == pytest.approx(3350 / 320)
+    assert t4_slowdown("NVIDIA H200") == pytest.approx(4800 / 320)
+    assert t4_slowdown("Some Future GPU") is None
+
+
+@pytest.mark.slow
+def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--dry-run",
+                           "--chapters", "00_setup", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu (dry run)" and report["max_steps"] == 2
+    chapter = report["chapters"]["00_setup"]
+    assert chapter["smoke"]["ok"], chapter["smoke"]["error"]
+    projected = chapter["budget"]
+    assert projected["ok"], projected["error"]
+    assert projected["training_loops"] >= 1 and projected["steps_run"] >= 1
+    assert projected["projected_seconds"] >= projected["other_seconds"]
+    assert report["budget"] == "smoke"  # a dry run projects the smoke budget

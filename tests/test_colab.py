@@ -48,9 +48,14 @@ socket.getaddrinfo = _no_network
 def colab(tmp_path_factory):
     """An installed wheel, a cache holding what downloads would, and no network."""
     root = tmp_path_factory.mktemp("colab")
-    wheels = root / "wheels"
+    source, wheels = root / "source", root / "wheels"  # built from a copy: the build leaves
+    source.mkdir()  # build/ and *.egg-info folders beside the sources it builds
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source)
+    shutil.copytree(ROOT / "ctxlib", source / "ctxlib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheels), str(ROOT)], check=True,
+                    "-q", "-w", str(wheels), str(source)], check=True,
                    env={**os.environ, "PIP_NO_INDEX": "1"})
     site = root / "site"
     [wheel] = wheels.glob("ctxlib-*.whl")

@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ctxlib.runtime import environment
 
 # Wall-clock limit for one notebook under each budget, in seconds: well above the slowest
 # chapter's measured run (the cpu times are in the README).
@@ -71,36 +72,23 @@ def run_notebook(nb, workdir: Path, budget: str, time_limit: float) -> bool:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError
 
-    saved = {key: os.environ.get(key) for key in ("CTXLIB_BUDGET", "CTXLIB_CHECKPOINTS",
-                                                  "CTXLIB_PROGRESS")}
-    os.environ.update(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
-                      CTXLIB_PROGRESS="off")
     deadline = time.monotonic() + time_limit
     client = NotebookClient(nb, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(workdir)}})
-    finished = True
-    try:
-        with client.setup_kernel():
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code":
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    finished = False
-                    break
-                client.timeout = int(remaining) + 1
-                try:
-                    client.execute_cell(cell, index)
-                except CellTimeoutError:
-                    finished = False
-                    break
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return finished
+    with environment(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
+                     CTXLIB_PROGRESS="off"), client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            client.timeout = int(remaining) + 1
+            try:
+                client.execute_cell(cell, index)
+            except CellTimeoutError:
+                return False
+    return True
 
 
 def _verdict(cell, finished: bool) -> tuple[bool, str]:

@@ -14,6 +14,7 @@ when CUDA is available, else ``cpu``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -168,6 +169,22 @@ def describe_device() -> str:
         simulated = ", simulating an accelerator" if device.index is not None else ""
         return f"cpu ({torch.get_num_threads()} threads{simulated})"
     return device.type
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """Set environment variables for a ``with`` block (a kernel started inside inherits them),
+    then put back what was there before, unset ones included."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def device_of(model: torch.nn.Module) -> torch.device:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -48,6 +47,8 @@ import nbformat
 import torch
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+from ctxlib.runtime import environment
 
 # How much slower a T4 trains the course's models than the GPU measured: the ratio of memory
 # bandwidths (T4: 320 GB/s; published figures of each GPU), by the name CUDA reports.
@@ -68,24 +69,16 @@ def t4_slowdown(device_name: str) -> float | None:
 
 def run_notebook(path: Path, budget: str, env: dict[str, str], timeout: int) -> dict:
     """Execute the notebook at ``path`` in a scratch folder with ``env`` set; wall time, error."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env, CTXLIB_BUDGET=budget, CTXLIB_PROGRESS="off")
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     error = None
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with (environment(**env, CTXLIB_BUDGET=budget, CTXLIB_PROGRESS="off"),
+              tempfile.TemporaryDirectory() as scratch):
             NotebookClient(nb, timeout=timeout, kernel_name="python3",
                            resources={"metadata": {"path": scratch}}).execute()
-    except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:  # report it,
-        # and go on with the other chapters
-        error = f"{type(failure).__name__}: {str(failure)[-1500:]}"
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:
+        error = f"{type(failure).__name__}: {str(failure)[-1500:]}"  # the next chapter goes on
     return {"ok": error is None, "seconds": round(time.perf_counter() - start, 1),
             "error": error}
 

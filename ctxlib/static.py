@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.checkpoints import CheckpointStore, find_run, plain
-from ctxlib.runtime import progress
+from ctxlib.runtime import get_device, progress, to_device
 from ctxlib.train import InterruptsDeferred, max_steps_override
 
 
@@ -122,8 +122,8 @@ class SkipGram(nn.Module):
         return negative_sampling_loss(v, self.outputs(context), self.outputs(negatives))
 
     def vectors(self) -> torch.Tensor:
-        """The word vectors (V, D)."""
-        return self.inputs.weight.detach()
+        """The word vectors (V, D), on the CPU (where they are looked up, compared, plotted)."""
+        return self.inputs.weight.detach().cpu()
 
 
 @dataclass
@@ -140,8 +140,8 @@ class SkipGramConfig:
 
 
 def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar: bool = True,
-                   *, checkpoint_path: str | None = None,
-                   checkpoint_every: int = 200) -> tuple[Vocab, SkipGram, list[float]]:
+                   *, checkpoint_path: str | None = None, checkpoint_every: int = 200,
+                   device: torch.device | str | None = None) -> tuple[Vocab, SkipGram, list[float]]:
     """Train skip-gram vectors on whitespace-tokenized ``text``. Returns vocab, model, losses.
 
     The model's tables are (V, D), V = len(vocab), D = config.dim; ``losses`` has one value per
@@ -150,8 +150,11 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar
     call again resumes it exactly: the same vectors and losses as an uninterrupted run (a
     finished run returns at once). Another config or another text never resumes the old run:
     it starts a new one and keeps the old checkpoint aside (see :mod:`ctxlib.checkpoints`).
+    The model trains on ``device`` (default: ``get_device()``, a GPU where there is one); the
+    pairs and negatives are drawn on the CPU, so a run draws the same ones on any device.
     """
     config = config or SkipGramConfig()
+    device = torch.device(device) if device is not None else get_device()
     generator = torch.Generator().manual_seed(config.seed)  # every draw of training uses it
     torch.manual_seed(config.seed)  # only the model's initial weights draw from the global RNG
     vocab = Vocab.from_text(text, config.min_count)
@@ -159,7 +162,7 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar
         raise ValueError("the text has fewer than two words above min_count; lower min_count.")
     ids, lines = vocab.encode_lines(text)
     noise = vocab.counts**0.75  # the unigram distribution raised to 3/4 (Mikolov et al.)
-    model = SkipGram(len(vocab), config.dim)
+    model = SkipGram(len(vocab), config.dim).to(device)
     optimizer = torch.optim.SparseAdam(list(model.parameters()), lr=config.lr)
     cap = max_steps_override()  # tests run the full-size configuration for a step or so
 
@@ -214,7 +217,7 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar
                 negatives = torch.multinomial(noise, len(batch) * config.negatives,
                                               replacement=True,
                                               generator=generator).view(len(batch), -1)
-                loss = model(centers[batch], contexts[batch], negatives)
+                loss = model(*to_device((centers[batch], contexts[batch], negatives), device))
                 optimizer.zero_grad()
                 loss.backward()
                 with InterruptsDeferred():  # the update and its bookkeeping happen together

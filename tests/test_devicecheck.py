@@ -62,3 +62,16 @@ def test_to_device_keeps_the_structure():
     moved = to_device(batch, "cpu")
     assert moved.keys() == batch.keys() and moved["c"] == "text" and moved["b"][1][1] == 3
     assert isinstance(moved["b"], list) and isinstance(moved["b"][1], tuple)
+
+
+def test_skipgram_trains_on_the_device_and_hands_back_vectors_on_the_cpu():
+    from ctxlib.static import SkipGramConfig, train_skipgram
+
+    text = "the cat sat on the mat . the dog sat on the log .\n" * 20
+    config = SkipGramConfig(dim=8, epochs=1, min_count=1, batch_size=64, subsample_threshold=1.0)
+    with devicecheck.simulated_accelerator() as device:
+        _, model, losses = train_skipgram(text, config, progress_bar=False, device=device)
+        assert device_of(model) == device and losses
+        assert not devicecheck.on_device(model.vectors())
+    _, _, cpu_losses = train_skipgram(text, config, progress_bar=False, device="cpu")
+    assert losses == cpu_losses  # the pairs and negatives are drawn the same way anywhere

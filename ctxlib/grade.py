@@ -1,18 +1,22 @@
 """Grade students' notebooks, with or without nbgrader.
 
-    python -m ctxlib.grade SUBMISSIONS --budget smoke -o grades.csv
+    python -m ctxlib.grade SUBMISSIONS --source notebooks --budget smoke -o grades.csv
 
 ``SUBMISSIONS`` holds one folder per student with their notebooks, for example
-``SUBMISSIONS/ada/02_attention.ipynb``. Each notebook runs top to bottom in a working
-directory of its own (its own checkpoints: one student's training run is never resumed into
-another's), continues past errors, and stops at the budget's time limit. Every check cell
-(the cells that nbgrader marks as autograded tests) then gives its exercise's points when it
-ran without an error and graded the work; a check that says "Not graded" (a GPU target met
-on another budget, say) gives none, and its message says why. One CSV row per student and
-exercise: the points, the most points, and the checker's message.
+``SUBMISSIONS/ada/02_attention.ipynb``. A notebook is matched to its course notebook in
+``--source`` (the course's ``notebooks/`` folder) by chapter, whatever it is called: the
+chapter number in its name (``Copy of 02_attention.ipynb``, ``02_attention (1).ipynb``), else
+its title. Every locked cell (task texts, check cells) is then replaced by the course's
+version, found by grade id: an edited, renamed or deleted check is put back, so it cannot pass.
 
-Check cells are locked: before running, each is replaced by the course's own version from
-``--source`` (the course's ``notebooks/`` folder), so an edited check cannot pass.
+Each notebook runs top to bottom in a working directory of its own (its own checkpoints: one
+student's training run is never resumed into another's), continues past errors, and stops at
+the budget's time limit. The points come from the course notebook's check cells only, never
+from the submission's metadata: each gives its exercise's points when it ran without an error
+and graded the work; a check that says "Not graded" (a GPU target met on another budget, say)
+gives none, and its message says why. One CSV row per student and exercise: the points, the
+most points, and the checker's message. A submission that cannot be read or run gets a row
+saying what was wrong, and the rest of the class is graded.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import re
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -48,53 +53,97 @@ def grade_cells(nb) -> list:
             if cell.get("metadata", {}).get("nbgrader", {}).get("grade")]
 
 
-def lock_cells(submitted, source) -> None:
-    """Replace every locked cell of ``submitted`` by the course's version (by grade id)."""
+CHAPTER_IN_NAME = re.compile(r"(?<!\d)(\d{2})_")  # "00_setup", "Copy of 00_setup (1)"
+
+
+def _title(nb) -> str:
+    """A notebook's first heading ("# 2. Attention ..."), or ''."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line.strip()
+    return ""
+
+
+def course_notebook_for(path: Path, nb, source: Path) -> Path | None:
+    """The course notebook in ``source`` that the submission at ``path`` hands in: by the
+    chapter number in its name, else by its title; None when neither says."""
+    import nbformat
+
+    course = {p.name[:2]: p for p in sorted(source.glob("[0-9][0-9]_*.ipynb"))}
+    match = CHAPTER_IN_NAME.search(path.name)
+    if match and match.group(1) in course:
+        return course[match.group(1)]
+    title = _title(nb)
+    for candidate in course.values():
+        if title and _title(nbformat.read(candidate, as_version=4)) == title:
+            return candidate
+    return None
+
+
+def lock_cells(submitted, source) -> dict:
+    """Replace every locked cell of ``submitted`` by the course's version (by grade id), put
+    back the ones the student deleted or renamed, and return the course's check cells as they
+    now stand in ``submitted``: {grade id: cell}. Only those are graded."""
     course = {cell.metadata["nbgrader"]["grade_id"]: cell for cell in source.cells
               if cell.get("metadata", {}).get("nbgrader", {}).get("locked")}
+    placed = {}
     for index, cell in enumerate(submitted.cells):
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id in course:
-            original = copy.deepcopy(course.pop(grade_id))
-            if original.cell_type == "code":  # a markdown cell has no outputs to clear
-                original.outputs, original.execution_count = [], None
-            submitted.cells[index] = original
-    if course:  # a locked cell the student deleted: put the check back at the end
-        for cell in course.values():
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                restored = copy.deepcopy(cell)
-                restored.outputs, restored.execution_count = [], None
-                submitted.cells.append(restored)
+        if grade_id in course and grade_id not in placed:
+            placed[grade_id] = submitted.cells[index] = _fresh(course[grade_id])
+    for grade_id, cell in course.items():  # deleted or renamed: the check goes back at the end
+        if grade_id not in placed and cell.metadata["nbgrader"].get("grade"):
+            placed[grade_id] = _fresh(cell)
+            submitted.cells.append(placed[grade_id])
+    return {grade_id: cell for grade_id, cell in placed.items()
+            if cell.metadata["nbgrader"].get("grade")}
 
 
-def run_notebook(nb, workdir: Path, budget: str, time_limit: float) -> bool:
-    """Execute ``nb`` in place in ``workdir``; continue past errors. False if time ran out."""
+def _fresh(cell):
+    copied = copy.deepcopy(cell)
+    if copied.cell_type == "code":  # a markdown cell has no outputs to clear
+        copied.outputs, copied.execution_count = [], None
+    return copied
+
+
+def run_notebook(nb, workdir: Path, budget: str, time_limit: float) -> str:
+    """Execute ``nb`` in place in ``workdir``, continuing past errors. Returns how it ended:
+    "finished", "out of time" or "the kernel died"."""
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     deadline = time.monotonic() + time_limit
     client = NotebookClient(nb, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(workdir)}})
-    with environment(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
-                     CTXLIB_PROGRESS="off"), client.setup_kernel():
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type != "code":
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            client.timeout = int(remaining) + 1
-            try:
+    try:
+        with environment(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
+                         CTXLIB_PROGRESS="off"), client.setup_kernel():
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "out of time"
+                client.timeout = int(remaining) + 1
                 client.execute_cell(cell, index)
-            except CellTimeoutError:
-                return False
-    return True
+    except CellTimeoutError:
+        return "out of time"
+    except DeadKernelError:
+        return "the kernel died"
+    return "finished"
 
 
-def _verdict(cell, finished: bool) -> tuple[bool, str]:
+def _verdict(cell, ended: str) -> tuple[bool, str]:
     """(earned its points?, the checker's message) from a check cell's outputs."""
     if cell.get("execution_count") is None and not cell.get("outputs"):
-        return False, "not run: the notebook ran out of time" if not finished else "not run"
+        if ended == "out of time":
+            return False, "not run: the notebook ran out of time"
+        if ended == "the kernel died":
+            return False, ("not run: the kernel died before this check (out of memory, or "
+                           "code that ends the process)")
+        return False, "not run"
     text = ""
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
@@ -117,44 +166,75 @@ def _unanswered_exercises(nb) -> set[str]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("solution") and any(output.get("ename") == "NotImplementedError"
                                         for output in cell.get("outputs", [])):
-            unanswered.add(meta["grade_id"].rsplit("-answer", 1)[0])
+            unanswered.add(meta.get("grade_id", "").rsplit("-answer", 1)[0])
     return unanswered
 
 
-def grade_notebook(path: Path, student: str, source: Path | None, budget: str,
+def _unreadable(student: str, path: Path, why: str) -> list[Grade]:
+    return [Grade(student, path.name, "-", 0.0, 0.0, why)]
+
+
+def grade_notebook(path: Path, student: str, source: Path, budget: str,
                    time_limit: float) -> list[Grade]:
+    """Grade one submission against its course notebook in ``source`` (see the docstring)."""
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
-    if source is not None and (source / path.name).exists():
-        lock_cells(nb, nbformat.read(source / path.name, as_version=4))
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as error:  # noqa: BLE001 (a damaged file fails in many ways inside nbformat)
+        return _unreadable(student, path, f"not a notebook that can be read ({error}); hand in "
+                           "the .ipynb file as Jupyter or Colab saved it")
+    course_path = course_notebook_for(path, nb, source)
+    if course_path is None:
+        return _unreadable(student, path, "no course chapter matches this notebook (neither its "
+                           "name nor its title): name it as the course does, e.g. "
+                           "02_attention.ipynb")
+    course = nbformat.read(course_path, as_version=4)
+    checks = lock_cells(nb, course)
     with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as workdir:
-        finished = run_notebook(nb, Path(workdir), budget, time_limit)
+        ended = run_notebook(nb, Path(workdir), budget, time_limit)
     unanswered = _unanswered_exercises(nb)
     grades = []
-    for cell in grade_cells(nb):
-        meta = cell.metadata["nbgrader"]
-        earned, message = _verdict(cell, finished)
-        exercise = meta["grade_id"].rsplit("-check", 1)[0]
+    for grade_id, cell in checks.items():
+        earned, message = _verdict(cell, ended)
+        exercise = grade_id.rsplit("-check", 1)[0]
         if not earned and (exercise in unanswered or message.startswith("NotImplementedError")):
             message = "not answered: the answer cell still raises NotImplementedError"
-        points = float(meta.get("points", 0))
-        grades.append(Grade(student, path.name, meta["grade_id"], points if earned else 0.0,
+        points = float(cell.metadata["nbgrader"].get("points", 0))
+        grades.append(Grade(student, course_path.name, grade_id, points if earned else 0.0,
                             points, message))
-    if not grades:
-        grades.append(Grade(student, path.name, "-", 0.0, 0.0,
-                            "no check cells: is this a course notebook?"))
     return grades
 
 
-def grade_all(submissions: Path, source: Path | None = None, budget: str = "smoke",
+LAYOUT = "SUBMISSIONS/<student>/<notebook>.ipynb, one folder per student"
+
+
+def grade_all(submissions: Path, source: Path, budget: str = "smoke",
               time_limit: float | None = None) -> list[Grade]:
-    """Grade every ``submissions/<student>/*.ipynb``; returns one Grade per check cell."""
+    """Grade every ``submissions/<student>/*.ipynb``; returns one Grade per check cell (one
+    row saying what was wrong for a submission that could not be graded)."""
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no folder {submissions}: the grader expects {LAYOUT}.")
+    if not any(source.glob("[0-9][0-9]_*.ipynb")):
+        raise FileNotFoundError(f"no course notebooks in {source}: point --source at the "
+                                "course's notebooks/ folder (its locked cells are restored).")
+    loose = sorted(p.name for p in submissions.glob("*.ipynb"))
+    if loose:
+        raise ValueError(f"{submissions} holds notebooks directly ({', '.join(loose[:3])}); "
+                         f"the grader expects {LAYOUT}.")
+    handed_in = [(folder, path) for folder in sorted(p for p in submissions.iterdir()
+                                                     if p.is_dir())
+                 for path in sorted(folder.glob("*.ipynb"))]
+    if not handed_in:
+        raise ValueError(f"no notebooks in {submissions}: the grader expects {LAYOUT}.")
     limit = time_limit or TIME_LIMITS[budget]
     grades = []
-    for folder in sorted(p for p in submissions.iterdir() if p.is_dir()):
-        for path in sorted(folder.glob("*.ipynb")):
+    for folder, path in handed_in:
+        try:
             grades += grade_notebook(path, folder.name, source, budget, limit)
+        except Exception as error:  # noqa: BLE001 (one broken file must not stop the class)
+            grades += _unreadable(folder.name, path, f"could not be graded: "
+                                  f"{type(error).__name__}: {error}")
     return grades
 
 
@@ -178,8 +258,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not _has_kernel():
         raise SystemExit("grading needs a Jupyter kernel: pip install ipykernel nbclient")
-    source = args.source if args.source.is_dir() else None
-    grades = grade_all(args.submissions, source, args.budget, args.time_limit)
+    try:
+        grades = grade_all(args.submissions, args.source, args.budget, args.time_limit)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(str(error)) from None
     with open(args.output, "w", newline="", encoding="utf-8") as out:
         write_csv(grades, out)
     total = {}

@@ -1,0 +1,142 @@
+"""The grading command counts only the course's checks, whatever a submission is called or
+carries, and one broken submission never stops the class (ctxlib.grade). A tiny course of one
+exercise keeps the kernel runs short; tests/test_homework.py grades real chapter 0."""
+
+import copy
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from ctxlib.grade import course_notebook_for, grade_all, grade_notebook, lock_cells, main
+
+
+def _meta(grade_id, **fields):
+    return {"nbgrader": {"schema_version": 3, "grade_id": grade_id, "grade": False,
+                         "locked": False, "solution": False, **fields}}
+
+
+def tiny_course() -> nbformat.NotebookNode:
+    """'# 0. Tiny': one exercise, whose answer must be 42 (one point)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 0. Tiny\n\nOne exercise."),
+        nbformat.v4.new_markdown_cell("### Exercise 0.1: the answer",
+                                      metadata=_meta("ex-0-1-task", locked=True)),
+        nbformat.v4.new_code_cell("answer = None  # your answer",
+                                  metadata=_meta("ex-0-1-answer", solution=True)),
+        nbformat.v4.new_code_cell('print("Correct!" if answer == 42 else "Not yet: try again")',
+                                  metadata=_meta("ex-0-1-check", grade=True, locked=True,
+                                                 points=1)),
+    ]
+    return nb
+
+
+@pytest.fixture
+def course(tmp_path) -> Path:
+    source = tmp_path / "course"
+    source.mkdir()
+    nbformat.write(tiny_course(), source / "00_tiny.ipynb")
+    nb = tiny_course()
+    nb.cells[0].source = "# 1. Other"
+    nbformat.write(nb, source / "01_other.ipynb")
+    return source
+
+
+def hand_in(folder: Path, student: str, name: str, nb) -> Path:
+    (folder / student).mkdir(parents=True, exist_ok=True)
+    path = folder / student / name
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["00_tiny.ipynb", "Copy of 00_tiny.ipynb",
+                                  "00_tiny (1).ipynb", "my homework.ipynb"])
+def test_a_submission_is_matched_to_its_chapter_whatever_it_is_called(course, name):
+    # "my homework" has no chapter in its name: its title says which one it is
+    assert course_notebook_for(Path(name), tiny_course(), course) == course / "00_tiny.ipynb"
+
+
+def test_a_notebook_of_no_chapter_is_not_matched(course):
+    nb = tiny_course()
+    nb.cells[0].source = "# Something else"
+    assert course_notebook_for(Path("notes.ipynb"), nb, course) is None
+
+
+def test_only_the_courses_checks_count_and_edited_or_deleted_ones_come_back():
+    course = tiny_course()
+    forged = copy.deepcopy(course)
+    forged.cells[3].source = 'print("Correct!")'  # the check, edited
+    forged.cells.append(nbformat.v4.new_code_cell(  # a check of the student's own, 100 points
+        'print("Correct!")', metadata=_meta("ex-0-9-check", grade=True, locked=True,
+                                             points=100)))
+    checks = lock_cells(forged, course)
+    assert list(checks) == ["ex-0-1-check"]
+    assert checks["ex-0-1-check"].source == course.cells[3].source
+    assert forged.cells[3] is checks["ex-0-1-check"]
+
+    renamed = copy.deepcopy(course)  # the check's grade id changed, and a copy made of it
+    renamed.cells[3].metadata["nbgrader"]["grade_id"] = "mine"
+    renamed.cells[3].source = 'print("Correct!")'
+    checks = lock_cells(renamed, course)
+    assert list(checks) == ["ex-0-1-check"]
+    assert renamed.cells[-1] is checks["ex-0-1-check"]  # put back at the end
+
+    deleted = copy.deepcopy(course)
+    del deleted.cells[3]
+    assert lock_cells(deleted, course)["ex-0-1-check"] is deleted.cells[-1]
+
+
+@pytest.mark.parametrize("content", ["", "not json", "{}", '{"cells": 3}'])
+def test_an_unreadable_submission_gets_a_row_saying_so(course, tmp_path, content):
+    path = tmp_path / "ada" / "00_tiny.ipynb"
+    path.parent.mkdir()
+    path.write_text(content)
+    [row] = grade_notebook(path, "ada", course, "smoke", 60)
+    assert row.points == row.max_points == 0 and "hand in the .ipynb" in row.message
+
+
+def test_the_layout_is_checked_before_grading(course, tmp_path):
+    with pytest.raises(FileNotFoundError, match="one folder per student"):
+        grade_all(tmp_path / "missing", course)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no notebooks"):
+        grade_all(tmp_path / "empty", course)
+    (tmp_path / "flat").mkdir()
+    nbformat.write(tiny_course(), tmp_path / "flat" / "00_tiny.ipynb")
+    with pytest.raises(ValueError, match="holds notebooks directly"):
+        grade_all(tmp_path / "flat", course)
+    with pytest.raises(FileNotFoundError, match="course notebooks"):
+        grade_all(tmp_path / "flat", tmp_path / "empty")
+    with pytest.raises(SystemExit, match="one folder per student"):
+        main([str(tmp_path / "flat"), "--source", str(course), "-o", str(tmp_path / "g.csv")])
+
+
+@pytest.mark.slow
+def test_forged_checks_earn_nothing_broken_files_do_not_stop_the_class(course, tmp_path):
+    """Run in a kernel: an honest answer earns its point under a Colab copy's name, a forged
+    check and a forged extra check earn nothing, a kernel that dies and a file that is not a
+    notebook each get a row, and the others are still graded."""
+    folder = tmp_path / "submitted"
+    honest = tiny_course()
+    honest.cells[2].source = "answer = 42"
+    hand_in(folder, "ada", "Copy of 00_tiny.ipynb", honest)
+    forged = tiny_course()
+    forged.cells[3].source = 'print("Correct!")'
+    forged.cells.append(nbformat.v4.new_code_cell(
+        'print("Correct!")', metadata=_meta("ex-0-9-check", grade=True, locked=True,
+                                             points=100)))
+    hand_in(folder, "ben", "00_tiny (1).ipynb", forged)
+    dies = copy.deepcopy(honest)
+    dies.cells.insert(3, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    hand_in(folder, "cy", "00_tiny.ipynb", dies)
+    (folder / "dee").mkdir()
+    (folder / "dee" / "00_tiny.ipynb").write_text("{}")
+
+    grades = {g.student: g for g in grade_all(folder, course, "smoke", time_limit=120)}
+    assert (grades["ada"].points, grades["ada"].max_points) == (1, 1)
+    assert grades["ben"].exercise == "ex-0-1-check" and grades["ben"].points == 0
+    assert grades["ben"].message == "Not yet: try again"
+    assert grades["cy"].points == 0 and "kernel died" in grades["cy"].message
+    assert grades["dee"].points == 0 and "hand in the .ipynb" in grades["dee"].message
+    assert len(grades) == 4

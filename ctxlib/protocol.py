@@ -23,6 +23,7 @@ reader, an instructor and a test can read them without parsing a notebook.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import statistics
@@ -75,14 +76,19 @@ class Curve:
 
     def gain(self, better: str, than: str, n: int) -> tuple[float, bool]:
         """Mean difference ``better - than`` at ``n`` labels, and whether it exceeds twice the
-        larger of the two arms' seed standard deviations (the course's bar for "it helps")."""
+        larger of the two arms' seed standard deviations (the course's bar for "it helps").
+        One seed has no spread to measure against: its gain never passes the bar."""
         difference = self.mean(better, n) - self.mean(than, n)
+        if len(self.scores[better][n]) < 2 or len(self.scores[than][n]) < 2:
+            return difference, False
         spread = max(self.std(better, n), self.std(than, n))
         return difference, difference > 2 * spread
 
 
 def split_pool(pool_size: int, held_out: int, seed: int = 0) -> tuple[list[int], list[int]]:
     """Shuffle ``range(pool_size)`` once and cut it into (held-out rows, rows to label)."""
+    if held_out < 0:
+        raise ValueError(f"held_out must be 0 or more items, got {held_out}.")
     if held_out >= pool_size:
         raise ValueError(f"a held-out slice of {held_out} leaves nothing of a pool of "
                          f"{pool_size} items to train on.")
@@ -101,8 +107,10 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
     each arm's setting) and the items to label; seed ``s`` labels its own random sample of
     ``n`` of those. Each arm's setting is chosen at every ``n``, or, to save time where a fit
     is expensive, once at ``n = choose_at`` and used at every ``n``. Sizes larger than what
-    is left are dropped, with a note.
+    is left are dropped, with a note. A score that is NaN or infinite is an error naming the
+    arm, size and seed (a silent NaN would win or lose a comparison at random).
     """
+    _check_design(arms, sizes, seeds)
     if max_steps_override() is not None:
         # A code-path test (a gpu budget's models, one step each, on a CPU): tiny pools, one
         # seed, one size and each arm's first setting: every fit runs the same code.
@@ -127,7 +135,7 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
                for arm in arms.values())
     bar = progress(total=runs, desc=task, leave=False)
 
-    def choose(arm: Arm, n: int) -> tuple[Any, Any]:
+    def choose(name: str, arm: Arm, n: int) -> tuple[Any, Any]:
         """The setting that scores best on the held-out slice, trained on the first seed's
         sample of ``n`` items (ties: the first listed), and that fit's predictor (None when
         there was nothing to choose): the curve's own fit for the first seed at ``n``."""
@@ -137,7 +145,8 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
         best = None
         for candidate in arm.grid:
             predictor = arm.fit(rows, seeds[0], candidate)
-            score = arm.score(predictor, held)
+            score = _finite(arm.score(predictor, held), task, name, n, seeds[0],
+                            f"on the held-out slice with setting {candidate!r}")
             bar.update()
             if best is None or score > best[0]:
                 best = (score, candidate, predictor)
@@ -145,10 +154,10 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
 
     for name, arm in arms.items():
         if choose_at is not None:
-            once, fitted = choose(arm, choose_at)
+            once, fitted = choose(name, arm, choose_at)
         for n in usable:
             if choose_at is None:
-                setting, fitted = choose(arm, n)
+                setting, fitted = choose(name, arm, n)
             else:
                 setting = once
             chosen[name][n] = setting
@@ -159,10 +168,32 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
                          and (choose_at is None or n == choose_at))
                 predictor = fitted if reuse else arm.fit(sample(labelable, n, seed), seed,
                                                          setting)
-                scores[name][n].append(float(arm.score(predictor, None)))
+                scores[name][n].append(_finite(arm.score(predictor, None), task, name, n,
+                                               seed, "on the dev set"))
                 bar.update()
     bar.close()
     return Curve(task, metric, list(usable), list(seeds), scores, chosen, dict(lines or {}))
+
+
+def _check_design(arms: dict[str, Arm], sizes: Sequence[int], seeds: Sequence[int]) -> None:
+    """Refuse a curve that could not be read right: nothing to run, or a size or seed twice
+    (its scores would count twice and shrink the spread)."""
+    for what, values in (("arms", list(arms)), ("sizes", list(sizes)),
+                         ("seeds", list(seeds))):
+        if not values:
+            raise ValueError(f"a learning curve needs {what}; none were given.")
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"{what} {twice} are given twice: each must be given once.")
+
+
+def _finite(score: float, task: str, arm: str, n: int, seed: int, where: str) -> float:
+    """``score`` as a float; an error naming the arm, size and seed if it is NaN or infinite."""
+    value = float(score)
+    if not math.isfinite(value):
+        raise ValueError(f"{task}: arm {arm!r} scored {value} {where}, with {n} labels and "
+                         f"seed {seed}. Check its fit (a diverged training run?) and score.")
+    return value
 
 
 def merge_curves(curves: Sequence[Curve]) -> Curve:
@@ -254,25 +285,41 @@ def save_results(name: str, curves: Sequence[Curve], **facts: Any) -> Path:
     budget and device that produced them and any other ``facts`` worth keeping. Says where,
     relative to the current directory (a stored notebook output shows no machine's paths),
     and returns the path."""
-    path = results_path(name)
+    tasks = [c.task for c in curves]
+    twice = sorted({t for t in tasks if tasks.count(t) > 1})
+    if twice:
+        raise ValueError(f"two curves of the task(s) {twice}: one would overwrite the other. "
+                         "Give them different task names, or merge_curves them.")
     record = {"chapter": name, "budget": current_budget()[0], "device": describe_device(),
               "torch": torch.__version__, **facts,
               "tasks": {c.task: {k: v for k, v in asdict(c).items() if k != "task"}
                         for c in curves}}
-    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    try:  # standard JSON only: NaN and Infinity are not JSON, and other readers refuse them
+        text = json.dumps(record, indent=1, default=str, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{name}: a number to save is NaN or infinite (a reference line, or "
+                         "a fact); results files hold finite numbers only.") from None
+    path = results_path(name)
+    path.write_text(text + "\n")
     print(f"numbers written to {os.path.relpath(path)}")
     return path
 
 
 def load_results(path: str | Path) -> list[Curve]:
     """The curves a ``save_results`` file holds (JSON keys are strings: sizes become ints)."""
-    record = json.loads(Path(path).read_text())
-    curves = []
-    for task, c in record["tasks"].items():
-        scores = {arm: {int(n): v for n, v in by_n.items()} for arm, by_n in c["scores"].items()}
-        chosen = {arm: {int(n): v for n, v in by_n.items()} for arm, by_n in c["chosen"].items()}
-        curves.append(Curve(task, c["metric"], c["sizes"], c["seeds"], scores, chosen,
-                            c["lines"]))
+    try:
+        record = json.loads(Path(path).read_text())
+        curves = []
+        for task, c in record["tasks"].items():
+            scores = {arm: {int(n): v for n, v in by_n.items()}
+                      for arm, by_n in c["scores"].items()}
+            chosen = {arm: {int(n): v for n, v in by_n.items()}
+                      for arm, by_n in c["chosen"].items()}
+            curves.append(Curve(task, c["metric"], c["sizes"], c["seeds"], scores, chosen,
+                                c["lines"]))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path} is not a results file written by save_results (damaged or "
+                         f"cut short? {type(error).__name__}: {error}).") from None
     return curves
 
 

@@ -195,3 +195,60 @@ def test_a_code_path_test_run_fits_each_arm_once(monkeypatch):
     assert curve.chosen == {"a": {5: 0.1}} and curve.scores == {"a": {5: [5.0]}}
     curve = learning_curve("t", {"a": arm}, 40, [100], held_out=200)
     assert curve.sizes == [30]  # what the pool leaves after its held-out slice
+
+
+def constant_arm(score):
+    return Arm(lambda rows, seed, setting: None, lambda predictor, rows: score)
+
+
+def test_a_design_that_cannot_be_read_right_is_refused():
+    arm = {"a": constant_arm(0.5)}
+    with pytest.raises(ValueError, match=r"sizes \[10\] are given twice"):
+        learning_curve("toy", arm, pool_size=100, sizes=[10, 10], held_out=20)
+    with pytest.raises(ValueError, match=r"seeds \[1\] are given twice"):
+        learning_curve("toy", arm, pool_size=100, sizes=[10], seeds=[1, 1], held_out=20)
+    for empty in ({"arms": {}}, {"sizes": []}, {"seeds": []}):
+        kwargs = {"arms": arm, "pool_size": 100, "sizes": [10], "held_out": 20, **empty}
+        with pytest.raises(ValueError, match="needs"):
+            learning_curve("toy", **kwargs)
+    with pytest.raises(ValueError, match="held_out must be 0 or more"):
+        protocol.split_pool(100, -10)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        protocol.split_pool(100, 100)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_score_that_is_not_a_number_is_an_error_naming_arm_size_and_seed(bad):
+    with pytest.raises(ValueError, match=r"arm 'broken' scored (nan|inf) on the dev set, with "
+                                         r"10 labels and seed 0"):
+        learning_curve("toy", {"broken": constant_arm(bad)}, pool_size=100, sizes=[10],
+                       held_out=20)
+    # on the held-out slice, a NaN setting is never chosen: it is an error there too
+    quality = {0.1: bad, 0.2: 0.7}
+    with pytest.raises(ValueError, match="on the held-out slice with setting 0.1"):
+        learning_curve("toy", {"a": recording_arm([], quality)}, pool_size=100, sizes=[10],
+                       held_out=20)
+
+
+def test_one_seed_never_passes_the_bar():
+    curve = Curve("toy", "accuracy", [10], [0], {"a": {10: [0.9]}, "b": {10: [0.5]}})
+    assert curve.gain("a", "b", 10) == pytest.approx((0.4, False))
+
+
+def test_results_files_hold_standard_json_and_every_curve(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTXLIB_RESULTS", str(tmp_path))
+    curve = Curve("toy", "accuracy", [10], [0, 1], {"a": {10: [0.5, 0.6]}})
+    with pytest.raises(ValueError, match="two curves of the task"):
+        protocol.save_results("twice", [curve, curve])
+    nan_line = Curve("toy", "accuracy", [10], [0, 1], {"a": {10: [0.5, 0.6]}},
+                     lines={"majority": float("nan")})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        protocol.save_results("nan", [nan_line])
+    assert not (tmp_path / "nan.json").exists()
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"tasks": {"toy": {"scores": ')
+    with pytest.raises(ValueError, match="damaged.json is not a results file"):
+        protocol.load_results(damaged)
+    damaged.write_text('{"chapter": "x"}')
+    with pytest.raises(ValueError, match="damaged.json is not a results file"):
+        protocol.load_results(damaged)

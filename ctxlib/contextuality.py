@@ -34,13 +34,32 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_matrix(vectors: torch.Tensor, what: str, at_least: int) -> torch.Tensor:
+def _check_matrix(vectors: torch.Tensor, what: str, at_least: int,
+                  cosines: bool = True) -> torch.Tensor:
+    """``vectors`` as float32 after checking it can be measured: a matrix of at least
+    ``at_least`` rows, finite, and (for cosines, which a zero vector has none of) no zero row."""
     if vectors.dim() != 2:
         raise ValueError(f"{what} must be a matrix (rows, width), got shape "
                          f"{tuple(vectors.shape)}.")
     if len(vectors) < at_least:
         raise ValueError(f"{what} needs at least {at_least} rows, got {len(vectors)}.")
+    bad = _bad_rows(vectors, cosines)
+    if bad:
+        raise ValueError(f"{what}: row {bad[0]} {bad[1]}.")
     return vectors.float()
+
+
+def _bad_rows(vectors: torch.Tensor, cosines: bool = True) -> tuple[int, str] | None:
+    """(the first row that cannot be measured, why), or None."""
+    finite = torch.isfinite(vectors).all(dim=-1)
+    if not finite.all():
+        return int((~finite).nonzero()[0]), "holds NaN or infinite entries"
+    zero = vectors.abs().sum(dim=-1) == 0
+    if cosines and zero.any():
+        return int(zero.nonzero()[0]), "is a zero vector, which has no cosine with anything"
+    if zero.all():
+        return 0, "is zero, as is every row: there is no variance to explain"
+    return None
 
 
 def self_similarity(occurrences: torch.Tensor) -> float:
@@ -59,7 +78,8 @@ def intra_sentence_similarity(words: torch.Tensor) -> float:
 
 def max_explainable_variance(occurrences: torch.Tensor) -> float:
     """sigma_1^2 / sum sigma_i^2 over the singular values of (n, d), uncentred."""
-    singular = torch.linalg.svdvals(_check_matrix(occurrences, "occurrences", 1).double())
+    singular = torch.linalg.svdvals(_check_matrix(occurrences, "occurrences", 1,
+                                                  cosines=False).double())
     squares = singular**2
     return (squares[0] / squares.sum()).item()
 
@@ -77,7 +97,7 @@ def random_pair_cosine(vectors: torch.Tensor, pairs: int, generator: torch.Gener
 def random_sample_mev(vectors: torch.Tensor, n: int, samples: int,
                       generator: torch.Generator) -> float:
     """The MEV baseline: the mean MEV of ``samples`` random samples of ``n`` rows of (N, d)."""
-    x = _check_matrix(vectors, "the layer's vectors", n)
+    x = _check_matrix(vectors, "the layer's vectors", n, cosines=False)
     return sum(max_explainable_variance(x[torch.randperm(len(x), generator=generator)[:n]])
                for _ in range(samples)) / samples
 
@@ -116,10 +136,21 @@ def layer_contextuality(sentences: Sequence[Sequence[str]], vectors: Sequence[to
     as many rows as it has occurrences (MEV depends on the number of rows)."""
     if len(sentences) != len(vectors):
         raise ValueError(f"{len(sentences)} sentences but {len(vectors)} vector matrices.")
+    if min_count < 2:
+        raise ValueError(f"min_count must be 2 or more (got {min_count}): self-similarity "
+                         "compares a word's occurrences with each other.")
+    widths = {rows.shape[-1] for rows in vectors}
+    if len(widths) > 1:
+        raise ValueError(f"the vectors have different widths {sorted(widths)}: give one "
+                         "layer's vectors at a time.")
     occurrences: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for words, rows in zip(sentences, vectors):
+    for index, (words, rows) in enumerate(zip(sentences, vectors)):
         if len(words) != len(rows):
             raise ValueError(f"a sentence of {len(words)} words has {len(rows)} vectors.")
+        bad = _bad_rows(rows)
+        if bad:
+            raise ValueError(f"the vector of {words[bad[0]]!r} (word {bad[0]} of sentence "
+                             f"{index}) {bad[1]}.")
         for word, row in zip(words, rows):
             if len(occurrences[word]) < max_occurrences:
                 occurrences[word].append(row)
@@ -132,6 +163,9 @@ def layer_contextuality(sentences: Sequence[Sequence[str]], vectors: Sequence[to
     baseline_of = {n: random_sample_mev(everything, n, 20, generator)
                    for n in sorted({len(m) for m in frequent})}
     sentences_of_two = [rows for rows in vectors if len(rows) > 1]
+    if not sentences_of_two:
+        raise ValueError("every sentence has one word: intra-sentence similarity needs "
+                         "sentences of two words or more.")
     return LayerContextuality(
         self_similarity=sum(map(self_similarity, frequent)) / len(frequent),
         intra_sentence_similarity=sum(map(intra_sentence_similarity, sentences_of_two))
@@ -154,6 +188,11 @@ def sense_occurrences(lines: Sequence[str], word: str, cues: dict[str, set[str]]
     dropped (the model could read its label). The others are labelled by the sense whose cue
     words (``cues``: sense -> words) occur more often within ``label_width`` words; ties are
     dropped. Returns (window words, position of ``word`` in it, sense) per occurrence."""
+    empty = [sense for sense, words in cues.items() if not words]
+    if len(cues) < 2 or empty:
+        raise ValueError(f"give cue words for two senses or more (got {len(cues)} senses"
+                         + (f"; no cue words for {', '.join(map(repr, empty))}" if empty else "")
+                         + ").")
     every_cue = set().union(*cues.values())
     found = []
     for line in lines:

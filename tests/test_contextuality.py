@@ -105,3 +105,33 @@ def test_sense_cosines_by_hand():
     assert same == pytest.approx(1.0) and cross == pytest.approx(0.0) and spread >= 0
     with pytest.raises(ValueError, match="two different senses"):
         sense_cosines(x, ["a"] * 4)
+
+
+def test_what_cannot_be_measured_is_refused_naming_the_word():
+    with pytest.raises(ValueError, match="zero vector"):
+        self_similarity(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="zero vector"):
+        intra_sentence_similarity(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        random_pair_cosine(torch.tensor([[1.0, 0.0], [float("nan"), 1.0]]), 10,
+                           torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="no variance"):
+        max_explainable_variance(torch.zeros(3, 4))
+    words = [["a", "b", "a"], ["b", "a"]]
+    good = [torch.randn(3, 4), torch.randn(2, 4)]
+    zero = [good[0], torch.stack([torch.randn(4), torch.zeros(4)])]
+    with pytest.raises(ValueError, match="'a' \\(word 1 of sentence 1\\) is a zero vector"):
+        layer_contextuality(words, zero, min_count=2)
+    with pytest.raises(ValueError, match="different widths"):
+        layer_contextuality(words, [good[0], torch.randn(2, 5)], min_count=2)
+    with pytest.raises(ValueError, match="min_count must be 2"):
+        layer_contextuality(words, good, min_count=1)
+    with pytest.raises(ValueError, match="every sentence has one word"):
+        layer_contextuality([["a"], ["a"]], [torch.randn(1, 4), torch.randn(1, 4)],
+                            min_count=2)
+    measured = layer_contextuality(words, good, min_count=2)  # the same words, measurable
+    assert all(math.isfinite(v) for v in measured.adjusted.values())
+    with pytest.raises(ValueError, match="no cue words for 'river'"):
+        sense_occurrences(["the bank"], "bank", {"money": {"cash"}, "river": set()})
+    with pytest.raises(ValueError, match="two senses or more"):
+        sense_occurrences(["the bank"], "bank", {})

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ctxlib import REPO_URL, data
+from ctxlib.checkpoints import checksum
 from ctxlib.data import RemoteFile
 from ctxlib.static import Vocab
 from ctxlib.tokenizers import BPETokenizer
@@ -140,20 +141,54 @@ def save(path: str | Path, name: str, kind: str, model: torch.nn.Module,
         "tokenizer": _tokenizer_blob(tokenizer),
         "info": info,
     }
+    blob["checksum"] = checksum(blob)  # of everything above: read() verifies it
     torch.save(blob, path)
     return path
 
 
 def read(path: str | Path, name: str = "") -> Pretrained:
-    """Load a course checkpoint file (``weights_only``: no code is run from it)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    """Load a course checkpoint file (``weights_only``: no code is run from it).
+
+    Nothing damaged is ever loaded: a file saved with a checksum of its contents is verified
+    against it; a published course checkpoint (saved before files carried one) against the
+    SHA-256 of its published bytes. With ``name``, a file of another checkpoint is refused.
+    """
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 (a damaged file fails in many ways in the unpickler)
+        raise ValueError(f"{path} cannot be read as a course checkpoint: it is empty, cut "
+                         f"short or not a checkpoint at all ({type(error).__name__}: "
+                         f"{str(error)[:200]}).") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a course checkpoint (format {FORMAT!r}).")
+    if name and blob.get("name") != name:
+        raise ValueError(f"{path} holds the course checkpoint {blob.get('name')!r}, not "
+                         f"{name!r}.")
+    _verify_contents(path, blob)
     config_class, model_class = _model_classes()[blob["kind"]]
     model = model_class(config_class(**blob["config"]))
     model.load_state_dict({k: v.float() for k, v in blob["weights"].items()})
     return Pretrained(name or blob["name"], model.eval(), _tokenizer_from(blob["tokenizer"]),
                       blob["info"])
+
+
+def _verify_contents(path: Path, blob: dict[str, Any]) -> None:
+    """Refuse a damaged file (see ``read``)."""
+    if "checksum" in blob:
+        stored = blob.pop("checksum")
+        if checksum(blob) != stored:
+            raise ValueError(f"{path} is damaged: its contents no longer match the checksum "
+                             "written with them. Fetch or make the checkpoint again.")
+        return
+    published = COURSE_CHECKPOINTS.get(blob.get("name", ""))
+    if published is None:
+        raise ValueError(f"{path} carries no checksum and is no published course checkpoint: "
+                         "it cannot be verified (save it again with ctxlib.pretrained.save).")
+    if data.sha256_of(path) != published.sha256:
+        raise ValueError(f"{path} is damaged: it is not the published course checkpoint "
+                         f"{blob['name']!r} (SHA-256 differs). Delete it; it is fetched "
+                         "again on the next load.")
 
 
 def find(name: str) -> Path:

@@ -194,6 +194,13 @@ def train(
     identity: changing it starts a new run instead of resuming the old one.
     ``resume=False`` deletes this path's checkpoints and starts over.
     """
+    for kind in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(kind):
+            raise RuntimeError(
+                f"train() was called inside torch.autocast('{kind}'): it chooses precision "
+                "itself (TrainConfig.mixed_precision; precision_plan picks bfloat16 or float16 "
+                "for the GPU), and an enclosing autocast would keep stale low-precision copies "
+                "of the weights. Call train() outside the autocast block.")
     asked_steps = config.steps
     config = _capped(config)
     rank, world_size = _distributed()

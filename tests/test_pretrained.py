@@ -177,3 +177,39 @@ def test_a_head_to_head_run_exports_a_checkpoint_that_loads_as_its_contender(tmp
     contender = h2h.from_course("bilm", course, text)
     assert contender.evaluate(contender.model)["valid_loss"] == pytest.approx(
         course.info["valid_loss_half_precision"], abs=1e-4)
+
+
+def flip_a_weight_byte(path):
+    """The file with one byte of its last tensor's data changed (the pickle still loads)."""
+    raw = bytearray(path.read_bytes())
+    blob = torch.load(path, weights_only=True)
+    last = list(blob["weights"].values())[-1].numpy().tobytes()
+    at = bytes(raw).rfind(last[:16])  # where that tensor's bytes begin in the zip archive
+    assert at > 0
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_read_never_loads_a_damaged_empty_or_foreign_file(tiny, tmp_path):
+    model, bpe = tiny
+    path = pretrained.save(tmp_path / "x.pt", "gpt", "gpt", model, bpe, {"steps": 1})
+    assert pretrained.read(path, "gpt").name == "gpt"
+    with pytest.raises(ValueError, match="holds the course checkpoint 'gpt', not 'bert'"):
+        pretrained.read(path, "bert")
+    flip_a_weight_byte(path)
+    with pytest.raises(ValueError, match="x.pt is damaged"):
+        pretrained.read(path)
+    for content in (b"", b"a text file\n"):
+        (tmp_path / "bad.pt").write_bytes(content)
+        with pytest.raises(ValueError, match="bad.pt cannot be read as a course checkpoint"):
+            pretrained.read(tmp_path / "bad.pt")
+
+
+def test_a_published_checkpoint_is_verified_against_its_published_bytes(tmp_path):
+    path = pretrained.find("gpt")
+    copy = tmp_path / "gpt_wikitext2.pt"
+    copy.write_bytes(path.read_bytes())
+    assert pretrained.read(copy, "gpt").name == "gpt"  # saved before files carried a checksum
+    flip_a_weight_byte(copy)
+    with pytest.raises(ValueError, match="not the published course checkpoint 'gpt'"):
+        pretrained.read(copy)

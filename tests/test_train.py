@@ -172,3 +172,12 @@ def test_bad_configs_are_rejected():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="warmup_steps"):
         TrainConfig(steps=5, warmup_steps=6)
+
+
+def test_an_enclosing_autocast_is_refused_with_how_precision_is_chosen():
+    """Under a user's autocast the loop's evaluations read stale low-precision weight copies;
+    train() chooses precision itself, so it says so instead."""
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(
+            RuntimeError, match="chooses precision itself"):
+        train(fresh_model(), batches, loss_fn, TrainConfig(steps=2, lr=0.1, progress=False))
+    train(fresh_model(), batches, loss_fn, TrainConfig(steps=2, lr=0.1, progress=False))

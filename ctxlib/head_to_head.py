@@ -385,11 +385,36 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def vocab_size(contender: Contender) -> int:
+    """How many token ids the contender knows (the shared BPE vocabulary)."""
+    if contender.key == "bilm":  # the biLM numbers the tokens by rank: one rank per id
+        return len(contender.extra["rank"])
+    return contender.model.config.vocab_size
+
+
+def _check_ids(contender: Contender, ids: Sequence[int], what: str) -> list[int]:
+    """``ids`` as a list, after checking that every id is in the vocabulary and that they fit
+    the context the contender was trained on (room left for [CLS] and [SEP], as everywhere)."""
+    ids = [int(i) for i in ids]
+    size = vocab_size(contender)
+    outside = [i for i in ids if not 0 <= i < size]
+    if outside:
+        raise ValueError(f"{what} holds the id {outside[0]}, outside the vocabulary of {size} "
+                         "(ids from another tokenizer?).")
+    limit = contender.sizes.context - 2
+    if len(ids) > limit:
+        raise ValueError(f"{what} has {len(ids)} tokens, more than the {limit} the "
+                         f"{contender.name} was trained to read: cut it first.")
+    return ids
+
+
 @torch.no_grad()
 def token_layers(contender: Contender, token_lists: Sequence[Sequence[int]],
                  batch_size: int = 64) -> list[torch.Tensor]:
     """Every layer's vector at every token: for each list of ids, a tensor (L+1, T_i, D) on
     the CPU (layer 0 is the token encoder's output). Lists must fit the context."""
+    if not token_lists:
+        raise ValueError("no token lists were given: there is nothing to read.")
     too_long = max(len(t) for t in token_lists)
     if too_long > contender.sizes.context - 2:
         raise ValueError(f"a sequence of {too_long} tokens is longer than the context allows "
@@ -397,6 +422,8 @@ def token_layers(contender: Contender, token_lists: Sequence[Sequence[int]],
                          "cut it first (word_layers does).")
     if min(len(t) for t in token_lists) == 0:
         raise ValueError("an empty token list has no layers to read.")
+    for tokens in token_lists:
+        _check_ids(contender, tokens, "a token list")
     device = contender.device()
     order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]))
     out: list[torch.Tensor | None] = [None] * len(token_lists)
@@ -539,7 +566,7 @@ def sentence_log_prob(contender: Contender, ids: Sequence[int]) -> float:
     - permutation LM: log p(x_t | x_<t) in the left-to-right factorization order, which is
       one of the orders it was trained on.
     """
-    ids = torch.tensor([list(ids)], device=contender.device())
+    ids = torch.tensor([_check_ids(contender, ids, "the sentence")], device=contender.device())
     if ids.shape[1] < 2:
         raise ValueError("a sentence needs at least 2 tokens to be scored.")
     model, key = contender.model, contender.key
@@ -584,6 +611,12 @@ def fill_in(contender: Contender, left: Sequence[int], right: Sequence[int],
     read both sides at once; the biLM multiplies its forward LM's guess from the left by its
     backward LM's guess from the right (and renormalises); the causal LM reads only the left."""
     model, key, device = contender.model, contender.key, contender.device()
+    left = _check_ids(contender, left, "the text left of the blank")
+    right = _check_ids(contender, right, "the text right of the blank")
+    _check_ids(contender, [*left, 0, *right], "the text with its blank")
+    if not 1 <= k <= vocab_size(contender):
+        raise ValueError(f"k must be between 1 and the vocabulary's {vocab_size(contender)}, "
+                         f"got {k}.")
     if not left and key in ("causal", "bilm"):
         raise ValueError(f"the {OBJECTIVES[key]} needs at least one token left of the blank.")
     blank = len(left)
@@ -636,9 +669,13 @@ def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
     if contender.key in ("mlm", "mlm_nsp"):
         raise ValueError("a masked LM has no left-to-right distribution to sample from.")
     model, device = contender.model, contender.device()
-    ids = list(prompt)
+    ids = [int(i) for i in prompt]
     if not ids:
         raise ValueError("give at least one token of prompt.")
+    _check_ids(contender, ids[-(contender.sizes.context - 2):], "the prompt")
+    if not 1 <= top_k <= vocab_size(contender):
+        raise ValueError(f"top_k must be between 1 and the vocabulary's "
+                         f"{vocab_size(contender)}, got {top_k}.")
     with _evaluating(model):
         for _ in range(new_tokens):
             window = ids[-(contender.sizes.context - 1):]

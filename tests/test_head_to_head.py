@@ -205,6 +205,35 @@ def test_bad_input_is_refused_with_a_clear_error(contenders, text):
         h2h.fill_in(contenders["causal"], [], [5, 6])
 
 
+@pytest.mark.parametrize("key", sorted(h2h.OBJECTIVES))
+def test_ids_outside_the_vocabulary_or_the_context_are_refused(contenders, key):
+    contender = contenders[key]
+    size, limit = h2h.vocab_size(contender), contender.sizes.context - 2
+    for bad in (-1, size):
+        with pytest.raises(ValueError, match=f"the id {bad}, outside the vocabulary of {size}"):
+            h2h.sentence_log_prob(contender, [5, bad, 6])
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            h2h.fill_in(contender, [5, bad], [6])
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            h2h.token_layers(contender, [[5, bad]])
+    with pytest.raises(ValueError, match=f"more than the {limit}"):
+        h2h.sentence_log_prob(contender, [5] * (limit + 1))
+    with pytest.raises(ValueError, match=f"more than the {limit}"):
+        h2h.fill_in(contender, [5] * limit, [6])
+    for k in (0, size + 1):
+        with pytest.raises(ValueError, match="k must be between 1"):
+            h2h.fill_in(contender, [5], [6], k=k)
+    with pytest.raises(ValueError, match="no token lists"):
+        h2h.token_layers(contender, [])
+    if key not in ("mlm", "mlm_nsp"):
+        for top_k in (0, size + 1):
+            with pytest.raises(ValueError, match="top_k must be between 1"):
+                h2h.generate(contender, [5, 6], 2, torch.Generator().manual_seed(0),
+                             top_k=top_k)
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            h2h.generate(contender, [5, -1], 2, torch.Generator().manual_seed(0))
+
+
 KINDS = {"bilm": "bilm", "causal": "gpt", "mlm_nsp": "bert_pretraining",
          "mlm": "bert_pretraining", "plm": "xlnet_lm"}
 

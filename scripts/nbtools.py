@@ -54,6 +54,32 @@ def stated_cpu_time(path: Path) -> str:
     return f"{minutes} min" + ("" if run.get("from_scratch") else "*")
 
 
+TIME_LINE = "**Run time:**"
+
+
+def time_statement(path: Path) -> str:
+    """The line a notebook's introduction gives about its run time, from its stored run: the
+    ``cpu`` budget's measured minutes on 2 CPU cores, and the ``gpu`` budget's on a T4."""
+    stated = stated_cpu_time(path)
+    if stated == "not yet run":
+        cpu = "the `cpu` budget has not been run yet"
+    elif stated.endswith("*"):
+        cpu = (f"about {stated[:-1]} on 2 CPU cores under the `cpu` budget (a run that resumed "
+               "its pretraining; a first run takes longer)")
+    else:
+        cpu = f"about {stated} on 2 CPU cores under the `cpu` budget, measured from scratch"
+    return f"{TIME_LINE} {cpu}; the `gpu` budget's time on a Colab T4 is not yet measured."
+
+
+def write_time_statement(nb: nbformat.NotebookNode, statement: str) -> None:
+    """Put ``statement`` in the notebook's first markdown cell, replacing the one there."""
+    intro = next(c for c in nb.cells if c.cell_type == "markdown")
+    lines = [line for line in intro.source.splitlines() if not line.startswith(TIME_LINE)]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    intro.source = "\n".join([*lines, "", statement])
+
+
 def colab_setup_source() -> str:
     """Source of the first code cell of every notebook.
 
@@ -212,5 +238,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
         "from_scratch": from_scratch,
         "executed": datetime.date.today().isoformat(),
     }
+    nbformat.write(nb, path)
+    write_time_statement(nb, time_statement(path))  # from the metadata just written
     nbformat.write(nb, path)
     return wall

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from nbtools import colab_setup_source, strip_solution, student_version
+from nbtools import colab_setup_source, strip_solution, student_version, time_statement
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 
@@ -41,6 +41,14 @@ def test_stored_outputs_come_from_a_real_run(path):
     assert "Budget: smoke" not in text, f"{path.name} stores outputs of the smoke budget"
     meta = nb.metadata.get("ctxlib", {})
     assert meta.get("budget") in {"cpu", "gpu"}, f"{path.name}: metadata names no cpu/gpu run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_introduction_states_the_stored_runs_time(path):
+    """A reader learns at the top how long the chapter takes: its stored run's measured time
+    (scripts/execute_notebooks.py writes the line from the run's metadata)."""
+    intro = next(c for c in read(path).cells if c.cell_type == "markdown")
+    assert time_statement(path) in intro.source, f"{path.name}: rerun it, or write the line"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -64,8 +64,8 @@ def time_statement(path: Path) -> str:
     if stated == "not yet run":
         cpu = "the `cpu` budget has not been run yet"
     elif stated.endswith("*"):
-        cpu = (f"about {stated[:-1]} on 2 CPU cores under the `cpu` budget (a run that resumed "
-               "its pretraining; a first run takes longer)")
+        cpu = (f"about {stated[:-1]} on 2 CPU cores under the `cpu` budget (the stored run's "
+               "time, not measured from scratch: a first run may take longer)")
     else:
         cpu = f"about {stated} on 2 CPU cores under the `cpu` budget, measured from scratch"
     return f"{TIME_LINE} {cpu}; the `gpu` budget's time on a Colab T4 is not yet measured."

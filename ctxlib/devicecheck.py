@@ -42,6 +42,9 @@ def on_device(tensor: torch.Tensor) -> bool:
 
 def _mark(tree, value: bool = True):
     """Tag every tensor in ``tree`` (a tensor, or tuples, lists, dicts of them); return it."""
+    if isinstance(tree, torch.Tensor):
+        setattr(tree, _TAG, value)
+        return tree
     for leaf in tree_flatten(tree)[0]:
         if isinstance(leaf, torch.Tensor):
             setattr(leaf, _TAG, value)
@@ -57,42 +60,59 @@ def _fail(func, detail: str):
     )
 
 
+def _tensors(args, kwargs) -> list[torch.Tensor]:
+    """The tensors among a call's arguments, and inside lists and tuples of them (as torch.cat,
+    torch.stack and the optimizers' foreach functions take them). Cheaper than a full pytree
+    walk: this runs for every torch call."""
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, torch.Tensor))
+    return found
+
+
 class HostTensorCheck(TorchFunctionMode):
     """Compute on the CPU under the rules of a GPU (see the module docstring)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func == _DEVICE_GET:
-            return SIMULATED if on_device(args[0]) else func(*args)
         if func in _MOVES:
             return self._move(func, args, kwargs)
+        tensors = _tensors(args, kwargs)
+        device = [t for t in tensors if getattr(t, _TAG, False)]
+        wanted = kwargs.get("device")
+        if not device and wanted is None:  # all on the host: nothing to check or to mark
+            if func == _DEVICE_GET:
+                return func(*args)
+            return func(*args, **kwargs)
+        if func == _DEVICE_GET:
+            return SIMULATED
+        name = getattr(func, "__name__", "")
         if func is torch.Tensor.copy_:  # copies across devices, as CUDA does
             return func(*args, **kwargs)
-        if getattr(func, "__name__", "") == "__set__":  # tensor.data = other: where other is
+        if name == "__set__":  # tensor.data = other: the tensor is now where other is
             result = func(*args, **kwargs)
             if getattr(func.__self__, "__name__", "") == "data":
                 setattr(args[0], _TAG, on_device(args[1]))
             return result
-        leaves, _ = tree_flatten((args, kwargs))
-        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
         if func in _INDEXING and on_device(args[0]):
             # Host indices (and values) into a device tensor are allowed: CUDA copies them over.
             tensors = [args[0]]
-        device = [t for t in tensors if on_device(t)]
-        host = [t for t in tensors if not on_device(t) and t.dim() > 0]
-        name = getattr(func, "__name__", "")
+        host = [t for t in tensors if not getattr(t, _TAG, False) and t.dim() > 0]
         internal = name.startswith("_") and not name.startswith("__")  # torch's own helpers
         if device and host and not internal:
             _fail(func, f"a tensor of shape {tuple(host[0].shape)} on the host (cpu) and one "
                         f"of shape {tuple(device[0].shape)} on the device")
         if device and func is torch.Tensor.numpy:
             _fail(func, "a tensor on the device: call .cpu() before .numpy()")
-        wanted = kwargs.get("device")
-        to_device = bool(device) or (wanted is not None and torch.device(wanted) == SIMULATED)
+        asked_device = wanted is not None and torch.device(wanted) == SIMULATED
+        to_device = bool(device) or asked_device
         if to_device and kwargs.get("generator") is not None:
             _fail(func, "a host random generator for a tensor on the device "
                         "(draw on the host, then move the result)")
-        if wanted is not None and torch.device(wanted) == SIMULATED:
+        if asked_device:
             kwargs = {**kwargs, "device": "cpu"}
         result = func(*args, **kwargs)
         if to_device:

@@ -139,6 +139,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chapters", nargs="*", help="notebook names (default: all)")
+    parser.add_argument("--notebook", type=Path, action="append", default=[],
+                        help="a notebook file to check instead of the chapters (repeatable)")
     parser.add_argument("--max-steps", type=int, default=30, help="steps per training loop")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument("--dry-run", action="store_true",
@@ -153,7 +155,7 @@ def main() -> None:
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.dry_run
               else "cpu (dry run)")
     slowdown = t4_slowdown(device)
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    notebooks = args.notebook or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     if args.chapters:
         notebooks = [p for p in notebooks if p.stem in args.chapters]
         missing = set(args.chapters) - {p.stem for p in notebooks}

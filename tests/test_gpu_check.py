@@ -32,19 +32,47 @@ def test_t4_slowdown_comes_from_memory_bandwidth():
     assert t4_slowdown("Some Future GPU") is None
 
 
-@pytest.mark.slow
+TRAINS_A_LITTLE = """import torch
+
+from ctxlib.train import TrainConfig, train
+
+model = torch.nn.Linear(4, 1)
+
+
+def batches(generator):
+    x = torch.randn(8, 4, generator=generator)
+    return x, x.sum(1, keepdim=True)
+
+
+def loss_fn(model, batch):
+    x, y = batch
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+train(model, batches, loss_fn, TrainConfig(steps=50, lr=0.1, progress=False))
+"""
+
+
 def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
+    """The script's whole path (both runs of a notebook, the loop log, the projection, the
+    report) on a notebook of one small training loop, on the simulated accelerator."""
+    import nbformat
+
+    notebook = tmp_path / "00_tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRAINS_A_LITTLE)]),
+                   notebook)
     out = tmp_path / "gpu_check.json"
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--dry-run",
-                           "--chapters", "00_setup", "--out", str(out)],
+                           "--notebook", str(notebook), "--out", str(out)],
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu (dry run)" and report["max_steps"] == 2
-    chapter = report["chapters"]["00_setup"]
+    chapter = report["chapters"]["00_tiny"]
     assert chapter["smoke"]["ok"], chapter["smoke"]["error"]
     projected = chapter["budget"]
     assert projected["ok"], projected["error"]
-    assert projected["training_loops"] >= 1 and projected["steps_run"] >= 1
+    assert projected["training_loops"] == 1 and projected["steps_asked"] == 50
+    assert projected["steps_run"] == 2  # capped, as on the GPU it would be at --max-steps
     assert projected["projected_seconds"] >= projected["other_seconds"]
     assert report["budget"] == "smoke"  # a dry run projects the smoke budget

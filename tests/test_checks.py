@@ -258,3 +258,13 @@ def test_span_mask_check(capsys):
     for answer in (single_positions, ignores_maskable, own_randomness, too_many):
         with pytest.raises(ExerciseFailed):
             checks.check_span_mask(answer)
+
+
+def test_a_typed_gpu_speedup_earns_nothing_without_a_gpu(monkeypatch, capsys):
+    """Exercise 0.4 on a CPU grader: a number (typed in, or measured elsewhere) cannot be
+    verified, so it is not graded, and never 'Correct!'."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    checks.check_gpu_speedup(50.0)
+    captured = capsys.readouterr()
+    assert "Correct!" not in captured.out
+    assert "Not graded: a speed-up of 50.0 cannot be checked" in captured.err

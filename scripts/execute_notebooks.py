@@ -7,7 +7,7 @@
 import argparse
 from pathlib import Path
 
-from nbtools import ROOT, execute
+from nbtools import ROOT, execute, write_cpu_times
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
 parser.add_argument("notebooks", nargs="*", type=Path)
@@ -19,3 +19,4 @@ if args.budget == "smoke":
 for path in args.notebooks or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
     print(f"{path.name}: running under the {args.budget} budget ...", flush=True)
     print(f"{path.name}: {execute(path, args.budget):.0f} s", flush=True)
+    write_cpu_times()  # the README's, setup page's and instructor guide's tables

@@ -54,6 +54,42 @@ def stated_cpu_time(path: Path) -> str:
     return f"{minutes} min" + ("" if run.get("from_scratch") else "*")
 
 
+# What ctxlib.train and train_skipgram print when a run picks up a checkpoint instead of
+# training from its first step, naming the file.
+RESUMED = re.compile(r"(?:Resuming from (?:step|epoch) .*?\(|The run in )(\S+\.pt)")
+
+
+def resumed_earlier_work(nb: nbformat.NotebookNode, existed: set[str]) -> bool:
+    """Whether an executed notebook's outputs show a training run that resumed one of the
+    checkpoint files that ``existed`` before it ran (then its wall time is not a first run's;
+    chapter 0's demonstration of resuming its own fresh checkpoint does not count)."""
+    return any(Path(found).name in existed
+               for cell in nb.cells if cell.cell_type == "code"
+               for output in cell.get("outputs", [])
+               for found in RESUMED.findall(output.get("text", "")))
+
+
+PAGES_WITH_RUN_TIMES = ("README.md", "book/setup.md", "book/instructor_guide.md")
+_STATED_TIME = re.compile(r"\| (\d+ min\*?|not yet run) \|")
+
+
+def write_cpu_times() -> None:
+    """Write each chapter's stored cpu run time into the tables of the README, the setup page
+    and the instructor guide (the rows ``| N. title | ... | 3 min* |``)."""
+    for page in PAGES_WITH_RUN_TIMES:
+        path = ROOT / page
+        lines = path.read_text().splitlines(keepends=True)
+        for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+            stated = stated_cpu_time(notebook)
+            prefix = f"| {int(notebook.stem[:2])}. "
+            for k, line in enumerate(lines):
+                found = list(_STATED_TIME.finditer(line)) if line.startswith(prefix) else []
+                if found:
+                    last = found[-1]
+                    lines[k] = f"{line[:last.start()]}| {stated} |{line[last.end():]}"
+        path.write_text("".join(lines))
+
+
 TIME_LINE = "**Run time:**"
 
 
@@ -222,7 +258,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
         coalesce_streams=True,
     )
     checkpoints = Path(os.environ.get("CTXLIB_CHECKPOINTS") or path.parent) / "checkpoints"
-    from_scratch = not any((checkpoints / budget).glob("*.pt"))
+    existed = {p.name for p in (checkpoints / budget).glob("*.pt")}
     start = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - start
@@ -235,7 +271,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
         "device": device,
         "torch": torch.__version__,
         "wall_seconds": round(wall, 1),
-        "from_scratch": from_scratch,
+        "from_scratch": not resumed_earlier_work(nb, existed),
         "executed": datetime.date.today().isoformat(),
     }
     nbformat.write(nb, path)

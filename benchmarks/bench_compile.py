@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from pretrain import RECIPES
+from timing import time_steps  # benchmarks/timing.py, beside this script
 
 from ctxlib.bert import BertConfig, BertForPreTraining
 from ctxlib.gpt import GPT, GPTConfig
@@ -67,17 +68,11 @@ def bert_case(generator: torch.Generator):
 CASES = {"gpt": gpt_case, "bert": bert_case}
 
 
-def time_steps(model, step_model, loss_fn, batches) -> list[float]:
-    """Seconds of each training step over ``batches``."""
+def timed(model, step_model, loss_fn, batches) -> list[float]:
+    """Seconds of each training step of ``step_model`` (``model``, eager or compiled) over
+    ``batches``, with a fresh AdamW on ``model``'s weights."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    seconds = []
-    for b in batches:
-        start = time.perf_counter()
-        loss_fn(step_model, b).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return time_steps(batches, lambda batch: loss_fn(step_model, batch), optimizer)
 
 
 def main() -> None:
@@ -94,12 +89,12 @@ def main() -> None:
         batches = [batch() for _ in range(args.steps)]
         compiled = torch.compile(model)
         start = time.perf_counter()
-        time_steps(model, compiled, loss_fn, batches[: args.warmup])  # traces, builds kernels
+        timed(model, compiled, loss_fn, batches[: args.warmup])  # traces, builds kernels
         compile_s = time.perf_counter() - start
         eager, fast = [], []
         for _ in range(2):  # alternate: eager, compiled, eager, compiled
-            eager += time_steps(model, model, loss_fn, batches)
-            fast += time_steps(model, compiled, loss_fn, batches)
+            eager += timed(model, model, loss_fn, batches)
+            fast += timed(model, compiled, loss_fn, batches)
         eager_s, fast_s = sorted(eager)[len(eager) // 2], sorted(fast)[len(fast) // 2]
         print(f"\n{name}: {sum(p.numel() for p in model.parameters()):,} parameters, "
               f"cpu budget {budget_steps:,} steps")

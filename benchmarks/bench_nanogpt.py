@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from timing import time_steps  # benchmarks/timing.py, beside this script
 from torch import nn
 
 from ctxlib.gpt import GPT, GPTConfig
@@ -81,15 +81,7 @@ def same_function(ours: GPT, theirs: nn.Module, x: torch.Tensor, y: torch.Tensor
 
 def steps(model, optimizer, batches, call) -> list[float]:
     """Seconds of each training step (forward, backward, AdamW) over ``batches``."""
-    seconds = []
-    for x, y in batches:
-        start = time.perf_counter()
-        loss = call(model, x, y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    return time_steps(batches, lambda batch: call(model, *batch), optimizer)
 
 
 def main() -> None:

@@ -74,15 +74,26 @@ class Curve:
         values = self.scores[arm][n]
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
-    def gain(self, better: str, than: str, n: int) -> tuple[float, bool]:
-        """Mean difference ``better - than`` at ``n`` labels, and whether it exceeds twice the
-        larger of the two arms' seed standard deviations (the course's bar for "it helps").
-        One seed has no spread to measure against: its gain never passes the bar."""
+    def gain(self, better: str, than: str, n: int) -> tuple[float, str]:
+        """Mean difference ``better - than`` at ``n`` labels, and how it reads against twice
+        the larger of the two arms' seed standard deviations (the course's bar):
+        ``"better"`` beyond it, ``"worse"`` beyond it the other way, else ``"within"``.
+        One seed has no spread to measure against: its difference is always "within"."""
         difference = self.mean(better, n) - self.mean(than, n)
         if len(self.scores[better][n]) < 2 or len(self.scores[than][n]) < 2:
-            return difference, False
-        spread = max(self.std(better, n), self.std(than, n))
-        return difference, difference > 2 * spread
+            return difference, "within"
+        bar = 2 * max(self.std(better, n), self.std(than, n))
+        if difference > bar:
+            return difference, "better"
+        if difference < -bar:
+            return difference, "worse"
+        return difference, "within"
+
+
+# How print_table marks a verdict of Curve.gain in the one-row-per-arm layout.
+MARKS = {"better": "▲", "worse": "▼", "within": "·"}
+MARKS_LEGEND = (f"({MARKS['better']}: better beyond twice the larger spread; "
+                f"{MARKS['worse']}: worse beyond it; {MARKS['within']}: within it)")
 
 
 def split_pool(pool_size: int, held_out: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -218,8 +229,8 @@ def sample(rows: list[int], n: int, seed: int) -> list[int]:
 def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str]] = (),
                 by_arm: bool = False) -> None:
     """One row per number of labels: each arm's mean ± standard deviation over seeds, and,
-    with ``compare=(a, b)`` (or several such pairs), the gain of ``a`` over ``b`` and whether
-    it passes the 2-sd bar. With ``by_arm=True``, one row per arm instead (for many arms),
+    with ``compare=(a, b)`` (or several such pairs), the gain of ``a`` over ``b`` and how it
+    reads against the 2-sd bar (better, worse or within, see ``Curve.gain``). With ``by_arm=True``, one row per arm instead (for many arms),
     and one row per comparison."""
     pairs = [compare] if compare and isinstance(compare[0], str) else list(compare)
     if by_arm:
@@ -230,13 +241,13 @@ def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str
     print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)")
     gains = [f"gain {k + 1}" if len(pairs) > 1 else "gain" for k in range(len(pairs))]
     print(f"{'labels':>8}" + "".join(f"{n:>{width}}" for n in names)
-          + "".join(f"{g:>10}  > 2 sd?" for g in gains))
+          + "".join(f"{g:>10}  vs 2 sd" for g in gains))
     for n in curve.sizes:
         row = f"{n:>8,}" + "".join(
             f"{f'{curve.mean(a, n):.3f} ± {curve.std(a, n):.3f}':>{width}}" for a in names)
         for pair in pairs:
-            difference, clear = curve.gain(*pair, n)
-            row += f"{difference:>+10.3f}  {'yes' if clear else 'no':<7}"
+            difference, verdict = curve.gain(*pair, n)
+            row += f"{difference:>+10.3f}  {verdict:<7}"
         print(row.rstrip())
     if len(pairs) > 1:
         for gain, (a, b) in zip(gains, pairs):
@@ -260,9 +271,9 @@ def _print_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> None:
     for a, b in pairs:
         gains = [curve.gain(a, b, n) for n in curve.sizes]
         print(f"{_gain_label(a, b):<{width}}" + "".join(
-            f"{f'{d:+.3f} {chr(10003) if clear else chr(183)}':>16}" for d, clear in gains))
+            f"{f'{d:+.3f} {MARKS[verdict]}':>16}" for d, verdict in gains))
     if pairs:
-        print(f"({chr(10003)}: beyond twice the larger spread; {chr(183)}: within it)")
+        print(MARKS_LEGEND)
     for label, value in curve.lines.items():
         print(f"{label}: {value:.3f}")
 

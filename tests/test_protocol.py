@@ -55,14 +55,18 @@ def test_each_seed_labels_its_own_sample_and_oversized_curves_are_cut(capsys):
                        held_out=10)
 
 
-def test_gain_passes_the_bar_only_beyond_twice_the_seed_spread():
+def test_gain_is_marked_on_both_sides_of_twice_the_seed_spread():
     curve = Curve("t", "accuracy", [10], [0, 1, 2],
                   {"pretrained": {10: [0.70, 0.72, 0.74]}, "scratch": {10: [0.60, 0.61, 0.62]}})
-    difference, clear = curve.gain("pretrained", "scratch", 10)
-    assert difference == pytest.approx(0.11) and clear
+    difference, verdict = curve.gain("pretrained", "scratch", 10)
+    assert difference == pytest.approx(0.11) and verdict == "better"
+    # the same pair the other way round is worse beyond the bar, not merely "not better"
+    difference, verdict = curve.gain("scratch", "pretrained", 10)
+    assert difference == pytest.approx(-0.11) and verdict == "worse"
     noisy = Curve("t", "accuracy", [10], [0, 1, 2],
                   {"pretrained": {10: [0.60, 0.70, 0.80]}, "scratch": {10: [0.60, 0.61, 0.62]}})
-    assert not noisy.gain("pretrained", "scratch", 10)[1]
+    assert noisy.gain("pretrained", "scratch", 10)[1] == "within"
+    assert noisy.gain("scratch", "pretrained", 10)[1] == "within"
 
 
 def test_results_round_trip_and_go_where_they_should(tmp_path, monkeypatch, capsys):
@@ -90,8 +94,11 @@ def test_a_table_compares_several_pairs_of_arms(capsys):
                   {"a": {10: [0.80, 0.81, 0.82]}, "b": {10: [0.60, 0.61, 0.62]}})
     protocol.print_table(curve, compare=[("a", "b"), ("b", "a")])
     table = capsys.readouterr().out
-    assert "+0.200  yes" in table and "-0.200  no" in table
+    assert "+0.200  better" in table and "-0.200  worse" in table
     assert "gain 1: a minus b" in table and "gain 2: b minus a" in table
+    protocol.print_table(curve, compare=[("a", "b"), ("b", "a")], by_arm=True)
+    table = capsys.readouterr().out
+    assert "+0.200 ▲" in table and "-0.200 ▼" in table and "worse beyond it" in table
 
 
 def test_a_probe_arm_learns_separable_features_and_the_lookup_baseline_counts():
@@ -232,7 +239,8 @@ def test_a_score_that_is_not_a_number_is_an_error_naming_arm_size_and_seed(bad):
 
 def test_one_seed_never_passes_the_bar():
     curve = Curve("toy", "accuracy", [10], [0], {"a": {10: [0.9]}, "b": {10: [0.5]}})
-    assert curve.gain("a", "b", 10) == pytest.approx((0.4, False))
+    assert curve.gain("a", "b", 10)[1] == "within"
+    assert curve.gain("b", "a", 10)[1] == "within"
 
 
 def test_results_files_hold_standard_json_and_every_curve(tmp_path, monkeypatch):

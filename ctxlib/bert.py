@@ -382,6 +382,38 @@ def evaluate_pretraining(model: BertForPreTraining, batch, chunk: int = 64) -> d
     return {"mlm_loss": sum(mlm) / len(mlm), "nsp_accuracy": nsp_correct / pairs}
 
 
+def masked_lm_floor(frequencies: torch.Tensor, batch, mask_id: int,
+                    random_ids: tuple[int, int], chunk: int = 64) -> float:
+    """The validation MLM loss of the best predictor that sees no context: only the input token
+    at each chosen position, knowing the target frequencies and BERT's 80/10/10 masking.
+
+    At a ``[MASK]`` it can only guess by frequency, ``p(t)``. At any other token ``v`` the
+    target is ``v`` itself (kept, 10%) or anything (``v`` drawn at random, 10%, uniformly from
+    ``range(*random_ids)``, V tokens), so by Bayes' rule it predicts
+    ``p(t) (1[t = v] + 1/V) / (p(v) + 1/V)``: almost surely the token it sees. This floor
+    is therefore below the frequency guess at every position. ``frequencies`` (vocab,) sums
+    to 1; ``batch`` is a ``pretraining_batch``; the losses are averaged as
+    ``evaluate_pretraining`` averages them (the mean over chunks of ``chunk`` pairs)."""
+    if frequencies.dim() != 1 or not torch.isclose(frequencies.sum(), torch.tensor(1.0)):
+        raise ValueError("frequencies must be one probability per token id, summing to 1.")
+    if (frequencies <= 0).any():
+        raise ValueError("every token needs a frequency above 0 (smooth the counts).")
+    masked, labels = batch[0], batch[3]
+    log_p = frequencies.double().log()
+    n_random = random_ids[1] - random_ids[0]
+    losses = []
+    for start in range(0, len(masked), chunk):
+        seen, target = masked[start : start + chunk], labels[start : start + chunk]
+        chosen = target != IGNORE_INDEX
+        seen, target = seen[chosen], target[chosen]
+        kept = (seen == target).double()
+        from_seen = (log_p[target] + torch.log(kept + 1 / n_random)
+                     - torch.log(log_p[seen].exp() + 1 / n_random))
+        log_q = torch.where(seen == mask_id, log_p[target], from_seen)
+        losses.append(-log_q.mean().item())
+    return sum(losses) / len(losses)
+
+
 # --- Hugging Face weights -------------------------------------------------------------------
 
 

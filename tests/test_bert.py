@@ -20,6 +20,7 @@ from ctxlib.bert import (
     evaluate_pretraining,
     load_encoder,
     mask_tokens,
+    masked_lm_floor,
     pack_pairs,
     pretraining_batch,
     pretraining_loss,
@@ -275,3 +276,31 @@ def test_an_all_padding_row_changes_nothing_and_makes_no_nan():
     torch.testing.assert_close(hidden[:2][real], expected[real], atol=1e-5, rtol=0)
     weights = model.bert.attention_weights(padded, attention_mask=padded_mask)
     assert all(torch.isfinite(w).all() for w in weights)
+
+
+def test_the_masked_lm_floor_is_the_best_context_free_loss():
+    """The floor's closed form equals what the best context-free predictor measures on a large
+    sample masked by mask_tokens itself: the conditional entropy of the target given the input
+    token, counted from the sample. It sits below the frequency guess, by BERT's 20%."""
+    mask_id, random_ids = 2, (3, 10)  # 3 special ids, 7 ordinary tokens
+    frequencies = torch.tensor([1e-6] * 3 + [0.4, 0.2, 0.15, 0.1, 0.08, 0.05, 0.02])
+    frequencies = frequencies / frequencies.sum()
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.multinomial(frequencies, 400 * 1000, replacement=True, generator=generator)
+    ids = ids.view(400, 1000).clamp(min=3)
+    masked, labels = mask_tokens(ids, ids >= 3, mask_id, random_ids, generator, rate=0.5)
+    batch = (masked, None, None, labels)
+    floor = masked_lm_floor(frequencies, batch, mask_id, random_ids, chunk=len(ids))
+
+    chosen = labels != IGNORE_INDEX
+    seen, target = masked[chosen], labels[chosen]
+    pair_counts = torch.zeros(10, 10).index_put_((seen, target), torch.ones(len(seen)),
+                                                 accumulate=True)
+    posterior = pair_counts / pair_counts.sum(1, keepdim=True).clamp(min=1)
+    measured = -posterior[seen, target].log().mean().item()
+    assert floor == pytest.approx(measured, abs=0.005)
+
+    by_frequency = -frequencies[target].log().mean().item()
+    assert floor < by_frequency - 0.05
+    with pytest.raises(ValueError, match="summing to 1"):
+        masked_lm_floor(frequencies * 2, batch, mask_id, random_ids)

@@ -78,11 +78,15 @@ def run_id(identity: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+_NOT_SET = object()  # a field one of the two identities does not have (not the value None)
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """Human-readable list of the fields that differ, e.g. ``["train.lr: 0.1 -> 0.05"]``."""
+    """Human-readable list of the fields that differ, e.g. ``["train.lr: 0.1 -> 0.05"]``;
+    a field only one side has reads ``(not set)`` on the other."""
     found = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, _NOT_SET), new.get(key, _NOT_SET)
         name = f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
             found += differences(a, b, prefix=name + ".")
@@ -92,6 +96,8 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
 
 
 def _short(value: Any) -> str:
+    if value is _NOT_SET:
+        return "(not set)"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctxlib.checkpoints import CheckpointError, CheckpointStore, checksum
+from ctxlib.checkpoints import CheckpointError, CheckpointStore, checksum, differences
 from ctxlib.train import InterruptsDeferred, load_weights, precision_plan, train
 from tests.test_train import CONFIG, Crash, batches, crashing, fresh_model, loss_fn
 
@@ -83,6 +83,19 @@ def test_changed_settings_or_model_start_a_new_run(tmp_path, capsys):
     other = TinyLM(TinyConfig(width=10))
     history = train(other, batches, loss_fn, config, device="cpu", settings={"batch_size": 16})
     assert history.steps[0] == 1 and "model.config.width: 12 -> 10" in capsys.readouterr().out
+
+
+def test_a_setting_only_one_run_has_reads_not_set_never_none(tmp_path, capsys):
+    path = tmp_path / "run.pt"
+    config = dataclasses.replace(CONFIG, checkpoint_path=str(path))
+    train(fresh_model(), batches, loss_fn, config, device="cpu",
+          settings={"batch_size": 8, "warmup": None})
+    train(fresh_model(), batches, loss_fn, config, device="cpu", settings={"steps": 3})
+    said = capsys.readouterr().out
+    assert "settings.batch_size: 8 -> (not set)" in said
+    assert "settings.steps: (not set) -> 3" in said
+    assert "settings.warmup: None -> (not set)" in said  # a None that was set stays None
+    assert differences({"a": {"b": 1}}, {}) == ["a: {'b': 1} -> (not set)"]
 
 
 def test_bookkeeping_fields_do_not_make_a_new_run(tmp_path, capsys):

@@ -7,11 +7,40 @@ failing check cell shows up red in the notebook and in graders such as nbgrader,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
+import sys
+
 import torch
 
 
 class ExerciseFailed(AssertionError):
     """The answer does not pass the check; the message is a hint."""
+
+
+# The standard error of the cell a check runs in (see graded and _not_graded).
+_CELL_STDERR: contextvars.ContextVar = contextvars.ContextVar("cell_stderr", default=None)
+
+
+def graded(check):
+    """Run ``check`` with standard error shown on standard output.
+
+    Graders read any output on stderr as "no credit" (nbgrader gives such a test cell no
+    points), so a warning or a progress bar from the student's code would cost a correct
+    answer its points. Only "Not graded" (``_not_graded``) still goes to stderr, on purpose.
+    """
+
+    @functools.wraps(check)
+    def run(*args, **kwargs):
+        token = _CELL_STDERR.set(sys.stderr)
+        try:
+            with contextlib.redirect_stderr(sys.stdout):
+                return check(*args, **kwargs)
+        finally:
+            _CELL_STDERR.reset(token)
+
+    return run
 
 
 def _fail(hint: str) -> None:
@@ -37,6 +66,7 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5) -> 
 # --- Chapter 0: setup --------------------------------------------------------------------
 
 
+@graded
 def check_sha256(digest, name: str) -> None:
     """Exercise 0.1: ``digest`` is the hex SHA-256 of the data set ``name``'s stored file."""
     import hashlib
@@ -51,6 +81,7 @@ def check_sha256(digest, name: str) -> None:
     _passed(f"{path.name} is intact.")
 
 
+@graded
 def check_pick_steps(pick_steps) -> None:
     """Exercise 0.2: ``pick_steps()`` follows CTXLIB_BUDGET."""
     import os
@@ -71,6 +102,7 @@ def check_pick_steps(pick_steps) -> None:
     _passed()
 
 
+@graded
 def check_will_resume(will_resume) -> None:
     """Exercise 0.3: for each TrainConfig field, does changing it alone resume the old run?"""
     from ctxlib.train import TrainConfig
@@ -90,6 +122,7 @@ def check_will_resume(will_resume) -> None:
     _passed("only the fields that change what is computed start a new run.")
 
 
+@graded
 def check_gpu_speedup(speedup, target: float = 10) -> None:
     """Exercise 0.4: measured GPU/CPU matmul speed-up (None when there is no GPU)."""
     if speedup is None:
@@ -110,6 +143,7 @@ def check_gpu_speedup(speedup, target: float = 10) -> None:
 # --- Chapter 1: from static to contextual -------------------------------------------------
 
 
+@graded
 def check_merge_pair(merge_pair) -> None:
     """Exercise 1.1: ``merge_pair(symbols, pair, new_id)`` replaces each occurrence, left to right."""
     cases = [
@@ -131,6 +165,7 @@ def check_merge_pair(merge_pair) -> None:
     _passed()
 
 
+@graded
 def check_negative_sampling_loss(loss_fn) -> None:
     """Exercise 1.2: the skip-gram negative-sampling loss on random vectors."""
     from ctxlib.static import negative_sampling_loss
@@ -150,6 +185,7 @@ def check_negative_sampling_loss(loss_fn) -> None:
     _passed()
 
 
+@graded
 def check_oov_rate(rate) -> None:
     """Exercise 1.3: share of WikiText-2 validation tokens missing from the train vocabulary."""
     from ctxlib import data
@@ -190,6 +226,7 @@ def category_purity(vectors: torch.Tensor, vocab, k: int = 5) -> float:
     return hits / (k * len(words))
 
 
+@graded
 def check_category_purity(vectors, vocab, target: float = 0.98, budget: str = "gpu") -> None:
     """Exercise 1.4 (GPU): skip-gram vectors whose neighbours respect word categories.
 
@@ -216,6 +253,7 @@ def check_category_purity(vectors, vocab, target: float = 0.98, budget: str = "g
 # --- Chapter 2: attention and the Transformer block ---------------------------------------
 
 
+@graded
 def check_causal_mask(make_causal_mask) -> None:
     """Exercise 2.1: ``make_causal_mask(T)`` is (T, T) bool, True where query i may see key j."""
     for T in (1, 2, 5):
@@ -233,6 +271,7 @@ def check_causal_mask(make_causal_mask) -> None:
     _passed()
 
 
+@graded
 def check_heads(split_heads, merge_heads) -> None:
     """Exercise 2.2: (B, T, C) <-> (B, H, T, C // H), as ctxlib.layers.MultiHeadAttention does."""
     from ctxlib.layers import MultiHeadAttention
@@ -249,6 +288,7 @@ def check_heads(split_heads, merge_heads) -> None:
     _passed()
 
 
+@graded
 def check_equivariance_test(is_permutation_equivariant) -> None:
     """Exercise 2.3: a test that tells permutation-equivariant layers from the others."""
     from ctxlib.layers import TransformerBlock
@@ -276,11 +316,10 @@ def _not_graded(reason: str) -> None:
     On standard error, which graders read as "no credit" (nbgrader gives a test cell that
     writes to stderr no points), while the notebook still runs on.
     """
-    import sys
-
-    print(f"Not graded: {reason}", file=sys.stderr)
+    print(f"Not graded: {reason}", file=_CELL_STDERR.get() or sys.stderr)
 
 
+@graded
 def check_run_target(run, metric: str, target: float, *, higher_is_better: bool = False,
                      budget: str = "gpu", hint: str = "train longer.") -> None:
     """A training target (GPU exercises), read from the run's own record.
@@ -356,6 +395,7 @@ def _typical_reference(logits: torch.Tensor, mass: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+@graded
 def check_min_p(min_p_filter) -> None:
     """Exercise 4.1: min-p keeps the tokens at least ``ratio`` times as likely as the top one."""
     _check_filter(min_p_filter, _min_p_reference, (0.05, 0.2, 0.5, 1.0), "min_p_filter",
@@ -365,6 +405,7 @@ def check_min_p(min_p_filter) -> None:
                   "probabilities, so it adds log(ratio) to the largest logit).")
 
 
+@graded
 def check_typical(typical_filter) -> None:
     """Exercise 4.2: locally typical filtering, a nucleus over tokens ranked by typicality."""
     _check_filter(typical_filter, _typical_reference, (0.2, 0.5, 0.9), "typical_filter",
@@ -374,6 +415,7 @@ def check_typical(typical_filter) -> None:
                   "top-p does.")
 
 
+@graded
 def check_perplexity(perplexity, loss: float) -> None:
     """Exercise 4.3: perplexity is exp(mean negative log-likelihood per token, in nats)."""
     import math
@@ -390,6 +432,7 @@ def check_perplexity(perplexity, loss: float) -> None:
 # --- Chapter 3: ELMo ---------------------------------------------------------------------
 
 
+@graded
 def check_scalar_mix(scalar_mix) -> None:
     """Exercise 3.1: ``scalar_mix(layers, s, gamma)`` computes γ · Σ_j softmax(s)_j · h_j."""
     g = torch.Generator().manual_seed(3)
@@ -407,6 +450,7 @@ def check_scalar_mix(scalar_mix) -> None:
     _passed("this is equation (1) of the ELMo paper.")
 
 
+@graded
 def check_reverse_padded(reverse) -> None:
     """Exercise 3.2: ``reverse(x, lengths)`` reverses each row's real positions only."""
     x = torch.arange(12).reshape(3, 4)
@@ -431,6 +475,7 @@ def _words_of(word_ids: torch.Tensor) -> torch.Tensor:
     return torch.where(word_ids >= 0, rows + word_ids, -1)
 
 
+@graded
 def check_whole_word_mask(whole_word_mask) -> None:
     """Exercise 5.1: ``whole_word_mask(input_ids, word_ids, mask_id, vocab_size, generator)``
     chooses 15% of the words, every token of a chosen word, then 80-10-10 per token."""
@@ -502,6 +547,7 @@ def _learning_settings(history) -> dict:
             if k not in TrainConfig.BOOKKEEPING}
 
 
+@graded
 def check_nsp_ablation(nsp_runs) -> None:
     """Exercise 5.2: read the NSP ablation from the runs themselves.
 
@@ -550,6 +596,7 @@ def check_nsp_ablation(nsp_runs) -> None:
 # --- Chapter 6: XLNet --------------------------------------------------------------------
 
 
+@graded
 def check_stream_masks(stream_masks) -> None:
     """Exercise 6.1: ``stream_masks(rank, num_predict, mem_len)`` gives the two streams' masks,
     (T, mem_len + T) booleans, True = may attend, from the step at which each position comes."""
@@ -586,6 +633,7 @@ def check_stream_masks(stream_masks) -> None:
     _passed("memory and context for everyone; each target only after its turn in the order.")
 
 
+@graded
 def check_relative_shift(relative_shift) -> None:
     """Exercise 6.2: ``relative_shift(scores, K)`` turns scores against every distance
     (B, H, T, K + T) into scores against every key (B, H, T, K), with a reshape."""
@@ -619,6 +667,7 @@ def _runs(row: torch.Tensor) -> list[int]:
     return lengths
 
 
+@graded
 def check_span_mask(span_mask) -> None:
     """Exercise 7.1: ``span_mask(maskable, rate, max_span, generator)`` chooses, in each row of
     ``maskable`` (B, T) bool, round(rate x its maskable positions) of them (at least one), in

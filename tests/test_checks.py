@@ -268,3 +268,34 @@ def test_a_typed_gpu_speedup_earns_nothing_without_a_gpu(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert "Correct!" not in captured.out
     assert "Not graded: a speed-up of 50.0 cannot be checked" in captured.err
+
+
+def test_a_warning_or_progress_bar_from_the_students_code_stays_off_stderr(capsys):
+    """Graders give a check cell that writes to stderr no points (nbgrader does): a correct
+    answer that warns, or shows a progress bar, on the way must still earn them."""
+    import sys
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    def noisy_causal_mask(T):
+        warnings.warn("the student's code warns about something harmless")
+        print("a line on stderr", file=sys.stderr)
+        for _ in tqdm(range(3), desc="thinking"):
+            pass
+        return torch.ones(T, T, dtype=torch.bool).tril()
+
+    def shown_on_stderr(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = shown_on_stderr  # as a notebook shows a warning, when raised
+        checks.check_causal_mask(noisy_causal_mask)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "Correct!" in captured.out and "harmless" in captured.out
+    assert "a line on stderr" in captured.out and "thinking" in captured.out
+    # and a wrong answer still fails, whatever it prints
+    with pytest.raises(ExerciseFailed):
+        checks.check_causal_mask(lambda T: torch.ones(T, T, dtype=torch.bool))

@@ -26,7 +26,7 @@ Models: ``elmo`` (chapter 3, the WikiText-2 biLM), ``gpt`` (chapter 4, the WikiT
 ``bert`` (chapter 5, the WikiText-2 BERT with masked-LM and next-sentence prediction),
 ``xlnet`` (chapter 6, the WikiText-2 XLNet with the permutation LM), and chapter 7's five
 contenders on equal terms, ``h2h_bilm``, ``h2h_causal``, ``h2h_mlm_nsp``, ``h2h_mlm`` and
-``h2h_plm`` (their course checkpoints: 4,000 steps, five times the notebook's cpu run, about
+``h2h_plm`` (their course checkpoints: 4,000 steps, ten times the notebook's cpu run, about
 15 minutes each on 2 CPU cores). Each is one ``Recipe`` below: the chapter's budgets, its
 pretraining, and its course checkpoint.
 """
@@ -131,7 +131,7 @@ H2H_BUDGETS = {
     "cpu": {"bpe_vocab": 4000, "articles": None,
             "sizes": {"d_model": 128, "n_head": 4, "context": 64, "batch": 16,
                       "valid_batches": 10},
-            "steps": 800, "warmup_steps": 80, "eval_every": 100},
+            "steps": 400, "warmup_steps": 40, "eval_every": 50},
     "gpu": {"bpe_vocab": 8000, "articles": None,
             "sizes": {"d_model": 256, "n_head": 8, "context": 128, "batch": 32,
                       "valid_batches": 40},

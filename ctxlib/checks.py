@@ -67,18 +67,47 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5) -> 
 
 
 @graded
-def check_sha256(digest, name: str) -> None:
-    """Exercise 0.1: ``digest`` is the hex SHA-256 of the data set ``name``'s stored file."""
+def check_first_bad_block(first_bad_block) -> None:
+    """Exercise 0.1: ``first_bad_block(path, block_digests, block_size)`` finds the first block
+    of a file whose SHA-256 differs from the intact file's (a block cut off counts; bytes past
+    the last block count as one more block), or None when every block matches."""
     import hashlib
+    import shutil
+    import tempfile
+    from pathlib import Path
 
     from ctxlib import data
 
-    path = data.fetch(name)
-    if not isinstance(digest, str):
-        _fail("hashlib's .hexdigest() gives the checksum as a string of hex digits.")
-    if digest != hashlib.sha256(path.read_bytes()).hexdigest():
-        _fail("read the whole file as bytes (read_bytes()), not as text, and hash all of it.")
-    _passed(f"{path.name} is intact.")
+    intact = data.fetch("tinyshakespeare").read_bytes()
+    size = 1 << 16
+    digests = [hashlib.sha256(intact[i : i + size]).hexdigest()
+               for i in range(0, len(intact), size)]
+    flipped = bytearray(intact)
+    flipped[300_000] ^= 1  # one bit, in block 4
+    three = digests[:3]  # a file of exactly three blocks
+    cases = {"the intact file": (intact, digests, None),
+             "a copy with one bit flipped at byte 300,000": (bytes(flipped), digests,
+                                                              300_000 // size),
+             "a download cut at byte 500,000": (intact[:500_000], digests, 500_000 // size),
+             "a download cut at a block boundary": (intact[: 3 * size], digests, 3),
+             "a file of three blocks with bytes appended": (intact[: 3 * size] + b"more",
+                                                             three, 3)}
+    folder = Path(tempfile.mkdtemp())
+    try:
+        for what, (content, block_digests, expected) in cases.items():
+            path = folder / "input.txt"
+            path.write_bytes(content)
+            got = first_bad_block(path, block_digests, size)
+            if got != expected:
+                hint = {None: "an intact file has no bad block: return None.",
+                        3: "a block cut off, or bytes past the last block, are damage too: "
+                           "after the last block, try to read one more byte."}.get(
+                    expected, "hash each block_size bytes in turn, and compare block i's "
+                              "hexdigest with block_digests[i]; a block cut short differs.")
+                _fail(f"for {what} you returned {got!r}, not {expected!r}: {hint}")
+    finally:
+        shutil.rmtree(folder)
+    _passed("only the damaged block needs fetching again.")
 
 
 @graded
@@ -102,24 +131,39 @@ def check_pick_steps(pick_steps) -> None:
     _passed()
 
 
+# Exercise 0.3's situations, each the one change between two calls of train(...).
+RESUME_SITUATIONS = (
+    "the runtime was reset and the same cell runs again, the checkpoint kept on Drive",
+    "the same call on a GPU runtime, after a run begun on the CPU",
+    "eval_every=50 instead of 100",
+    "seed_everything(7) instead of seed_everything(0) before the model is built",
+    "settings=dict(batch=64) instead of settings=dict(batch=32)",
+    "a model of width 64 instead of 32",
+    "steps=2000 instead of 1000, to train longer",
+    "two processes with torchrun instead of one",
+)
+
+
 @graded
 def check_will_resume(will_resume) -> None:
-    """Exercise 0.3: for each TrainConfig field, does changing it alone resume the old run?"""
-    from ctxlib.train import TrainConfig
-
-    asked = ("lr", "steps", "seed", "grad_clip", "progress", "eval_every", "checkpoint_every")
+    """Exercise 0.3: for each situation, does the second call resume the first run?"""
     if not isinstance(will_resume, dict):
-        _fail("will_resume should be a dict from field name to True (resumes) or False.")
-    missing = [name for name in asked if name not in will_resume]
+        _fail("will_resume should be a dict from each situation to True (resumes) or False.")
+    missing = [k for k in range(len(RESUME_SITUATIONS)) if k not in will_resume]
     if missing:
-        _fail(f"will_resume has no answer for {', '.join(missing)}.")
-    wrong = [name for name in asked
-             if bool(will_resume[name]) != (name in TrainConfig.BOOKKEEPING)]
+        _fail(f"will_resume has no answer for situation {', '.join(map(str, missing))} "
+              "(its keys are the situations' numbers, 0 to 7).")
+    # What the run's identity holds decides: train's configuration but for bookkeeping, the
+    # model's configuration and shapes, the settings and the number of processes; not the
+    # device, the weights before the first step, or how the run is watched.
+    resumes = [True, True, True, True, False, False, False, False]
+    wrong = [k for k, answer in enumerate(resumes) if bool(will_resume[k]) != answer]
     if wrong:
-        _fail(f"{len(wrong)} of {len(asked)} answers are off ({', '.join(wrong)}). Ask of each "
-              "field: does it change what is computed (the weights), or only how the run is "
-              "watched and stored?")
-    _passed("only the fields that change what is computed start a new run.")
+        _fail(f"{len(wrong)} of {len(resumes)} answers are off (situations "
+              f"{', '.join(map(str, wrong))}). Ask of each: does it change what the run "
+              "computes from its checkpoint on, or only where and how it is run and watched?")
+    _passed("a run resumes wherever it is run; what it computes decides whether it is the "
+            "same run.")
 
 
 @graded
@@ -144,45 +188,47 @@ def check_gpu_speedup(speedup, target: float = 10) -> None:
 
 
 @graded
-def check_merge_pair(merge_pair) -> None:
-    """Exercise 1.1: ``merge_pair(symbols, pair, new_id)`` replaces each occurrence, left to right."""
+def check_merge_pair_from_the_right(merge_pair_from_the_right) -> None:
+    """Exercise 1.1: ``merge_pair_from_the_right(symbols, pair, new_id)`` merges each
+    occurrence, scanning right to left."""
     cases = [
         (([1, 2, 1, 2, 3], (1, 2), 9), [9, 9, 3]),
-        (([1, 1, 1], (1, 1), 9), [9, 1]),
+        (([1, 1, 1], (1, 1), 9), [1, 9]),
         (([1, 1, 1, 1], (1, 1), 9), [9, 9]),
+        (([1, 1, 1, 1, 1], (1, 1), 9), [1, 9, 9]),
         (([3, 1, 2], (1, 2), 7), [3, 7]),
         (([2, 1], (1, 2), 7), [2, 1]),
         (([5], (5, 5), 7), [5]),
         (([], (1, 2), 7), []),
     ]
     for (symbols, pair, new_id), expected in cases:
-        got = merge_pair(list(symbols), pair, new_id)
+        got = merge_pair_from_the_right(list(symbols), pair, new_id)
         if list(got) != expected:
-            hint = "scan left to right; after a merge, skip both symbols of the pair"
-            if symbols == [1, 1, 1]:
-                hint = "occurrences overlap here: once two symbols merge, the second cannot merge again"
-            _fail(f"merge_pair({symbols}, {pair}, {new_id}) gave {list(got)}: {hint}.")
-    _passed()
+            hint = "start at the end; after a merge, skip both symbols of the pair"
+            if symbols in ([1, 1, 1], [1, 1, 1, 1, 1]):
+                hint = ("occurrences overlap here: from the right, the last two symbols merge "
+                        "first, and the one before them is left alone")
+            _fail(f"merge_pair_from_the_right({symbols}, {pair}, {new_id}) gave {list(got)}: "
+                  f"{hint}.")
+    _passed("[1, 1, 1] gives [1, 9] from the right and [9, 1] from the left: training and "
+            "encoding must scan the same way.")
 
 
 @graded
-def check_negative_sampling_loss(loss_fn) -> None:
-    """Exercise 1.2: the skip-gram negative-sampling loss on random vectors."""
-    from ctxlib.static import negative_sampling_loss
-
+def check_softmax_skipgram_loss(loss_fn) -> None:
+    """Exercise 1.2: the full-softmax skip-gram loss that negative sampling approximates."""
     g = torch.Generator().manual_seed(0)
-    center, context = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
-    negatives = torch.randn(6, 3, 4, generator=g)
-    got = _expect_tensor(loss_fn(center, context, negatives), "the loss", ())
-    expected = negative_sampling_loss(center, context, negatives)
+    center, output = torch.randn(6, 4, generator=g), torch.randn(10, 4, generator=g)
+    context = torch.tensor([0, 3, 9, 3, 1, 7])
+    got = _expect_tensor(loss_fn(center, context, output), "the loss", ())
+    scores = center @ output.T  # (P, V): every word of the vocabulary, scored
+    expected = -(scores.log_softmax(-1)[torch.arange(6), context]).mean()
     if not _close(got, expected):
-        flipped = -(torch.nn.functional.logsigmoid((center * context).sum(-1))
-                    + torch.nn.functional.logsigmoid((negatives @ center[:, :, None])[..., 0]).sum(-1)).mean()
-        if _close(got, flipped):
-            _fail("the noise words should score low: use log σ(-u_k · v_c) for them.")
-        _fail("average over the batch of -log σ(u_o·v_c) - Σ_k log σ(-u_k·v_c); "
-              "use torch.nn.functional.logsigmoid for stability.")
-    _passed()
+        if _close(got, -(scores.softmax(-1)[torch.arange(6), context]).log().sum()):
+            _fail("average over the P pairs, not the sum.")
+        _fail("score every word of the vocabulary (center @ output.T, shape (P, V)), take the "
+              "log-softmax over the vocabulary, and average -log p(context word) over pairs.")
+    _passed("one score per word of the vocabulary: negative sampling replaces those V with K+1.")
 
 
 @graded
@@ -254,38 +300,45 @@ def check_category_purity(vectors, vocab, target: float = 0.98, budget: str = "g
 
 
 @graded
-def check_causal_mask(make_causal_mask) -> None:
-    """Exercise 2.1: ``make_causal_mask(T)`` is (T, T) bool, True where query i may see key j."""
-    for T in (1, 2, 5):
-        mask = _expect_tensor(make_causal_mask(T), f"make_causal_mask({T})", (T, T))
+def check_window_mask(make_window_mask) -> None:
+    """Exercise 2.1: ``make_window_mask(T, window)`` is (T, T) bool, True where query i may see
+    key j: j <= i and i - j < window."""
+    for T, window in ((1, 1), (5, 1), (5, 2), (6, 3), (4, 10)):
+        mask = _expect_tensor(make_window_mask(T, window), f"make_window_mask({T}, {window})",
+                              (T, T))
         if mask.dtype != torch.bool:
             _fail(f"the mask should be boolean (True = may attend), got dtype {mask.dtype}.")
-        expected = torch.ones(T, T, dtype=torch.bool).tril()
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        expected = (j <= i) & (i - j < window)
         if torch.equal(mask, expected):
             continue
         if torch.equal(mask, expected.T):
-            _fail("rows are queries and columns keys: query i may see keys j <= i (lower triangle).")
-        if torch.equal(mask, ~expected):
-            _fail("True means 'may attend' here, as in F.scaled_dot_product_attention.")
-        _fail("query i may attend to keys 0..i, itself included (torch.tril).")
-    _passed()
+            _fail("rows are queries and columns keys: query i sees keys i - window + 1 .. i.")
+        if torch.equal(mask, j <= i):
+            _fail(f"with window={window}, query i sees only the last {window} positions, "
+                  "itself included, not all earlier ones.")
+        _fail(f"make_window_mask({T}, {window}) is off: query i may see key j when j <= i "
+              "and i - j < window (itself counts as one).")
+    _passed("with window >= T it is the causal mask; with a window, a layer's reach is "
+            "window - 1 tokens back, and stacked layers reach further.")
 
 
 @graded
-def check_heads(split_heads, merge_heads) -> None:
-    """Exercise 2.2: (B, T, C) <-> (B, H, T, C // H), as ctxlib.layers.MultiHeadAttention does."""
-    from ctxlib.layers import MultiHeadAttention
-
-    x = torch.randn(2, 5, 12)
-    reference = MultiHeadAttention(12, 3)
-    heads = _expect_tensor(split_heads(x, 3), "split_heads(x, 3)", (2, 3, 5, 4))
-    if not torch.equal(heads, reference.split_heads(x)):
-        _fail("head h must hold channels h*D .. (h+1)*D - 1 of every position: view as "
-              "(B, T, H, D), then swap the time and head axes.")
-    merged = _expect_tensor(merge_heads(heads), "merge_heads(...)", (2, 5, 12))
-    if not torch.equal(merged, x):
-        _fail("merge_heads must undo split_heads exactly: swap the axes back, then reshape.")
-    _passed()
+def check_repeat_kv(repeat_kv) -> None:
+    """Exercise 2.2: ``repeat_kv(x, n_rep)`` from (B, H_kv, T, D) to (B, H_kv * n_rep, T, D),
+    each key/value head repeated for the n_rep query heads of its group, in order."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 5, 4, generator=g)
+    got = _expect_tensor(repeat_kv(x, 2), "repeat_kv(x, 2)", (2, 6, 5, 4))
+    expected = torch.stack([x, x], dim=2).flatten(1, 2)  # heads 0, 0, 1, 1, 2, 2
+    if not torch.equal(got, expected):
+        if torch.equal(got, torch.cat([x, x], dim=1)):
+            _fail("query heads 0 and 1 share key head 0: repeat each head in place "
+                  "(0, 0, 1, 1, 2, 2), not the whole stack (0, 1, 2, 0, 1, 2).")
+        _fail("head h of the output is key/value head h // n_rep of the input.")
+    if not torch.equal(_expect_tensor(repeat_kv(x, 1), "repeat_kv(x, 1)", (2, 3, 5, 4)), x):
+        _fail("with n_rep=1 every query head has its own key head: return x unchanged.")
+    _passed("three key/value heads serve six query heads: half the KV cache.")
 
 
 @graded

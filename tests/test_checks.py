@@ -89,7 +89,9 @@ def stub(*args):
 
 def test_a_stub_fails_every_function_check():
     for check in (checks.check_min_p, checks.check_typical, checks.check_whole_word_mask,
-                  checks.check_stream_masks):
+                  checks.check_stream_masks, checks.check_first_bad_block,
+                  checks.check_merge_pair_from_the_right, checks.check_softmax_skipgram_loss,
+                  checks.check_window_mask, checks.check_repeat_kv):
         with pytest.raises(NotImplementedError):
             check(stub)
 
@@ -278,12 +280,13 @@ def test_a_warning_or_progress_bar_from_the_students_code_stays_off_stderr(capsy
 
     from tqdm.auto import tqdm
 
-    def noisy_causal_mask(T):
+    def noisy_window_mask(T, window):
         warnings.warn("the student's code warns about something harmless")
         print("a line on stderr", file=sys.stderr)
         for _ in tqdm(range(3), desc="thinking"):
             pass
-        return torch.ones(T, T, dtype=torch.bool).tril()
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        return (j <= i) & (i - j < window)
 
     def shown_on_stderr(message, category, filename, lineno, file=None, line=None):
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
@@ -291,11 +294,108 @@ def test_a_warning_or_progress_bar_from_the_students_code_stays_off_stderr(capsy
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = shown_on_stderr  # as a notebook shows a warning, when raised
-        checks.check_causal_mask(noisy_causal_mask)
+        checks.check_window_mask(noisy_window_mask)
     captured = capsys.readouterr()
     assert captured.err == ""
     assert "Correct!" in captured.out and "harmless" in captured.out
     assert "a line on stderr" in captured.out and "thinking" in captured.out
     # and a wrong answer still fails, whatever it prints
     with pytest.raises(ExerciseFailed):
-        checks.check_causal_mask(lambda T: torch.ones(T, T, dtype=torch.bool))
+        checks.check_window_mask(lambda T, window: torch.ones(T, T, dtype=torch.bool))
+
+
+def first_bad_block(path, block_digests, block_size):
+    import hashlib
+
+    with open(path, "rb") as file:
+        for i, expected in enumerate(block_digests):
+            if hashlib.sha256(file.read(block_size)).hexdigest() != expected:
+                return i
+        return len(block_digests) if file.read(1) else None
+
+
+def test_first_bad_block_check(capsys):
+    checks.check_first_bad_block(first_bad_block)
+    assert "Correct!" in capsys.readouterr().out
+    # a whole-file comparison says something is wrong, not where
+    def somewhere(path, digests, size):
+        return None if first_bad_block(path, digests, size) is None else 0
+    with pytest.raises(ExerciseFailed, match="one bit flipped"):
+        checks.check_first_bad_block(somewhere)
+    # forgetting bytes past the last block
+    def ignores_the_tail(path, digests, size):
+        return first_bad_block(path, digests, size) if path.stat().st_size <= len(
+            digests) * size else None
+    with pytest.raises(ExerciseFailed, match="bytes appended"):
+        checks.check_first_bad_block(ignores_the_tail)
+
+
+def test_will_resume_check(capsys):
+    right = dict(enumerate([True, True, True, True, False, False, False, False]))
+    checks.check_will_resume(right)
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="situations 1"):
+        checks.check_will_resume({**right, 1: False})  # the device is not part of a run
+    with pytest.raises(ExerciseFailed, match="no answer for situation 7"):
+        checks.check_will_resume({k: v for k, v in right.items() if k != 7})
+
+
+def test_merge_pair_from_the_right_check(capsys):
+    def from_the_right(symbols, pair, new_id):
+        merged, i = [], len(symbols) - 1
+        while i >= 0:
+            if i > 0 and (symbols[i - 1], symbols[i]) == pair:
+                merged.append(new_id)
+                i -= 2
+            else:
+                merged.append(symbols[i])
+                i -= 1
+        return merged[::-1]
+
+    checks.check_merge_pair_from_the_right(from_the_right)
+    assert "Correct!" in capsys.readouterr().out
+
+    def from_the_left(symbols, pair, new_id):
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                merged.append(new_id)
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        return merged
+
+    with pytest.raises(ExerciseFailed, match="occurrences overlap"):
+        checks.check_merge_pair_from_the_right(from_the_left)
+
+
+def test_softmax_skipgram_loss_check(capsys):
+    checks.check_softmax_skipgram_loss(
+        lambda center, context, output: torch.nn.functional.cross_entropy(center @ output.T,
+                                                                          context))
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="not the sum"):
+        checks.check_softmax_skipgram_loss(
+            lambda center, context, output: torch.nn.functional.cross_entropy(
+                center @ output.T, context, reduction="sum"))
+
+
+def test_window_mask_check(capsys):
+    def window_mask(T, window):
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        return (j <= i) & (i - j < window)
+
+    checks.check_window_mask(window_mask)
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="not all earlier ones"):
+        checks.check_window_mask(lambda T, window: torch.ones(T, T, dtype=torch.bool).tril())
+    with pytest.raises(ExerciseFailed, match="rows are queries"):
+        checks.check_window_mask(lambda T, window: window_mask(T, window).T)
+
+
+def test_repeat_kv_check(capsys):
+    checks.check_repeat_kv(lambda x, n_rep: x.repeat_interleave(n_rep, dim=1))
+    assert "Correct!" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="repeat each head in place"):
+        checks.check_repeat_kv(lambda x, n_rep: x.repeat(1, n_rep, 1, 1))

@@ -355,19 +355,10 @@ def test_merge_pair_from_the_right_check(capsys):
     checks.check_merge_pair_from_the_right(from_the_right)
     assert "Correct!" in capsys.readouterr().out
 
-    def from_the_left(symbols, pair, new_id):
-        merged, i = [], 0
-        while i < len(symbols):
-            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
-                merged.append(new_id)
-                i += 2
-            else:
-                merged.append(symbols[i])
-                i += 1
-        return merged
+    from ctxlib.tokenizers import _merge  # the tokenizer's own merge, left to right
 
     with pytest.raises(ExerciseFailed, match="occurrences overlap"):
-        checks.check_merge_pair_from_the_right(from_the_left)
+        checks.check_merge_pair_from_the_right(_merge)
 
 
 def test_softmax_skipgram_loss_check(capsys):

@@ -60,7 +60,7 @@ COURSE_CHECKPOINTS: dict[str, RemoteFile] = {
     "xlnet": _published("pretrained/xlnet_wikitext2.pt", "759bd7034e62f19d062f65604ebcfc1662241f35",
                         "5795cbf6193560b04bd795170f0ec5d1371b7a09be36fceb6ca56ce63c0f9aff",
                         3_849_595),
-    # chapter 7's contenders on equal terms, each pretrained five times its cpu run
+    # chapter 7's contenders on equal terms, each pretrained ten times its cpu run
     "h2h_bilm": _published("pretrained/h2h_bilm_wikitext2.pt", "f2636caa8a1cdb3107bcead684aee05cef024aaf",
                           "8f28808da66183db42c0d36dcfbd069851d5a1c0ee87d2f45a5f2866aab41528",
                           2_748_573),

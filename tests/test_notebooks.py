@@ -67,6 +67,17 @@ def test_exercises_have_solutions_and_checks(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_solution_cells_are_collapsed_in_the_book(path):
+    """A reader meets the exercise first: its solution shows only behind a toggle."""
+    for cell in code_cells(read(path)):
+        if "### BEGIN SOLUTION" in cell.source:
+            grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", cell.source[:40])
+            assert "hide-cell" in cell.metadata.get("tags", []), f"{grade_id} is not collapsed"
+            prompts = cell.metadata.get("mystnb", {})
+            assert prompts.get("code_prompt_show") == "Show the solution", grade_id
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_student_version_is_valid_python_without_solutions(path):
     student = student_version(read(path))
     for cell in code_cells(student):

@@ -166,24 +166,6 @@ def check_will_resume(will_resume) -> None:
             "same run.")
 
 
-@graded
-def check_gpu_speedup(speedup, target: float = 10) -> None:
-    """Exercise 0.4: measured GPU/CPU matmul speed-up (None when there is no GPU)."""
-    if speedup is None:
-        if torch.cuda.is_available():
-            _fail("a GPU is available here: measure the speed-up instead of returning None.")
-        _not_graded("no GPU here: run this exercise in Colab with a GPU runtime.")
-        return
-    if not torch.cuda.is_available():  # a number typed in, or measured elsewhere: unverifiable
-        _not_graded(f"a speed-up of {speedup} cannot be checked on a machine without a GPU; "
-                    "it is graded where it is measured, on a GPU runtime.")
-        return
-    if not speedup >= target:
-        _fail(f"a speed-up of {speedup:.1f} is below {target}: use half precision on the GPU "
-              "and a large matrix (4096), and synchronize before stopping the clock.")
-    _passed(f"the GPU is {speedup:.0f} times faster here.")
-
-
 # --- Chapter 1: from static to contextual -------------------------------------------------
 
 
@@ -409,6 +391,46 @@ def check_run_target(run, metric: str, target: float, *, higher_is_better: bool 
         side = "below" if higher_is_better else "above"
         _fail(f"{shown} is {side} the target {target}: {hint}")
     _passed(f"{shown} (target {target}), on {record.get('device')}.")
+
+
+@graded
+def check_gpu_exercise(exercise, path=None) -> None:
+    """A GPU exercise, graded from the checkpoint its run wrote (see :mod:`ctxlib.handin`):
+    its weights are scored again here, so the points never come from a number or a History.
+
+    ``exercise`` is the exercise's name ("4.4"); ``path`` overrides where the checkpoint is
+    looked for (``checkpoints/gpu/<file>.pt``). Without the file, under a budget other than
+    gpu, the check says what to hand in and that it is not graded.
+    """
+    from pathlib import Path
+
+    from ctxlib import handin
+    from ctxlib.runtime import current_budget
+
+    spec = exercise if isinstance(exercise, handin.GpuExercise) else handin.EXERCISES[exercise]
+    where = Path(path) if path is not None else spec.handed_in()
+    if not where.exists() and current_budget()[0] != "gpu":
+        _not_graded(f"exercise {spec.name} is graded from the checkpoint of its gpu run, and "
+                    f"there is none at {where}. Run the notebook on a GPU and hand in "
+                    f"checkpoints/gpu/{spec.file}.pt beside it.")
+        return
+    try:
+        blob = handin.read_handin(where)
+        capped = handin.run_record(blob).get("capped_by")
+        if capped is not None:  # a code-path test's run (CTXLIB_MAX_STEPS)
+            _not_graded(f"this run was capped at {capped} steps by CTXLIB_MAX_STEPS.")
+            return
+        changed = handin.check_run(blob, spec)
+        score = spec.rescore(blob)
+    except handin.HandInProblem as problem:
+        _fail(str(problem))
+    shown = f"{spec.score_name} {score:.3f}, scored again from the weights handed in"
+    reached = score >= spec.target if spec.higher_is_better else score <= spec.target
+    if not reached:
+        side = "below" if spec.higher_is_better else "above"
+        _fail(f"{shown}, is {side} the target {spec.target}; the run changed "
+              f"{', '.join(changed)}. Try another change, or train longer.")
+    _passed(f"{shown} (target {spec.target}); the run changed {', '.join(changed)}.")
 
 
 # --- Chapter 4: GPT ----------------------------------------------------------------------------

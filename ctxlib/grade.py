@@ -8,14 +8,18 @@
 chapter number in its name (``Copy of 02_attention.ipynb``, ``02_attention (1).ipynb``), else
 its title. Every locked cell (task texts, check cells) is then replaced by the course's
 version, found by grade id: an edited, renamed or deleted check is put back, so it cannot pass.
+A GPU exercise is graded from the checkpoint its run wrote, handed in beside the notebook
+(``SUBMISSIONS/ada/shakespeare_gpu_exercise.pt``, or in ``checkpoints/gpu/`` there): its weights
+are scored again on the grader's machine, a CPU being enough (see ctxlib.handin).
 
 Each notebook runs top to bottom in a working directory of its own (its own checkpoints: one
 student's training run is never resumed into another's), continues past errors, and stops at
 the budget's time limit. The points come from the course notebook's check cells only, never
 from the submission's metadata: each gives its exercise's points when it ran without an error
 and graded the work; a check that says "Not graded" (a GPU target met on another budget, say)
-gives none, and its message says why. One CSV row per student and exercise: the points, the
-most points, and the checker's message. A submission that cannot be read or run gets a row
+gives none, and its message says why. An answer graded by hand (exercise 0.4's) gets a row
+with no points and the student's text, for the instructor to read. One CSV row per student and
+exercise: the points, the most points, and the checker's message. A submission that cannot be read or run gets a row
 saying what was wrong, and the rest of the class is graded.
 """
 
@@ -25,6 +29,7 @@ import argparse
 import copy
 import csv
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -170,6 +175,20 @@ def _unanswered_exercises(nb) -> set[str]:
     return unanswered
 
 
+def place_handed_in_checkpoints(folder: Path, workdir: Path) -> list[Path]:
+    """Copy the checkpoints a student handed in (``*.pt`` beside the notebook, or in
+    ``checkpoints/gpu/`` there) to ``checkpoints/gpu/`` of the notebook's working directory,
+    where the GPU exercises' checks look for them by name (see ctxlib.handin)."""
+    found = sorted(folder.glob("*.pt")) + sorted(folder.glob("checkpoints/gpu/*.pt"))
+    placed = []
+    for checkpoint in found:
+        target = workdir / "checkpoints" / "gpu" / checkpoint.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, target)
+        placed.append(target)
+    return placed
+
+
 def _unreadable(student: str, path: Path, why: str) -> list[Grade]:
     return [Grade(student, path.name, "-", 0.0, 0.0, why)]
 
@@ -192,6 +211,7 @@ def grade_notebook(path: Path, student: str, source: Path, budget: str,
     course = nbformat.read(course_path, as_version=4)
     checks = lock_cells(nb, course)
     with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as workdir:
+        place_handed_in_checkpoints(path.parent, Path(workdir))
         ended = run_notebook(nb, Path(workdir), budget, time_limit)
     unanswered = _unanswered_exercises(nb)
     grades = []
@@ -203,7 +223,24 @@ def grade_notebook(path: Path, student: str, source: Path, budget: str,
         points = float(cell.metadata["nbgrader"].get("points", 0))
         grades.append(Grade(student, course_path.name, grade_id, points if earned else 0.0,
                             points, message))
+    for grade_id, points, answer in answers_graded_by_hand(nb, course):
+        grades.append(Grade(student, course_path.name, grade_id, 0.0, points,
+                            f"graded by hand, not counted here; the answer: {answer}"))
     return grades
+
+
+def answers_graded_by_hand(submitted, course) -> list[tuple[str, float, str]]:
+    """(grade id, points, the student's text) of each answer the course grades by hand
+    (nbgrader's manually graded answers: ``grade`` and ``solution`` both set)."""
+    texts = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"): cell.source
+             for cell in submitted.cells}
+    found = []
+    for cell in course.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade") and meta.get("solution"):
+            text = " ".join(texts.get(meta["grade_id"], "(deleted)").split())
+            found.append((meta["grade_id"], float(meta.get("points", 0)), text[:500]))
+    return found
 
 
 LAYOUT = "SUBMISSIONS/<student>/<notebook>.ipynb, one folder per student"

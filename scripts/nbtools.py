@@ -26,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 from ctxlib import INSTALL_REF, REPO_URL
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+# A markdown cell of an exercise that starts with this is an answer graded by hand.
+MANUAL = "**Your answer"
 # Where the student notebooks are published: a branch of the course repository (see the
 # instructor guide). Set here only; make_student_version.py --branch overrides it.
 STUDENT_BRANCH = "student"
@@ -150,8 +152,10 @@ def mark_exercises(nb: nbformat.NotebookNode) -> list[dict]:
     An exercise starts at a markdown cell ``### Exercise N.k: ...`` and runs to the next
     heading. Its task text becomes a locked cell, each code cell holding ``### BEGIN SOLUTION``
     a solution cell, and each cell calling a checker (``checks.check_...``) a locked,
-    autograded test cell worth 1 point (2 for a GPU exercise). Every other cell carries no
-    nbgrader metadata. The grade ids (``ex-N-k-answer``, ``ex-N-k-check``, ...) are stable.
+    autograded test cell worth 1 point (2 for a GPU exercise). A markdown cell starting with
+    ``**Your answer`` is an answer graded by hand (nbgrader's manually graded answer, worth the
+    exercise's points), for what no check can verify. Every other cell carries no nbgrader
+    metadata. The grade ids (``ex-N-k-answer``, ``ex-N-k-check``, ...) are stable.
     """
     exercises: list[dict] = []
     current = None
@@ -163,9 +167,16 @@ def mark_exercises(nb: nbformat.NotebookNode) -> list[dict]:
             number = f"{chapter}.{first}" + (f" and {chapter}.{last}" if last else "")
             current = {"id": f"ex-{chapter}-{first}" + (f"-{last}" if last else ""),
                        "exercise": number, "points": GPU_POINTS if "(GPU" in title else POINTS,
-                       "answers": [], "checks": []}
+                       "answers": [], "checks": [], "manual": []}
             exercises.append(current)
             cell.metadata["nbgrader"] = _nbgrader(locked=True, grade_id=f"{current['id']}-task")
+            continue
+        if current is not None and cell.cell_type == "markdown" and cell.source.startswith(
+                MANUAL):
+            grade_id = f"{current['id']}-manual"
+            current["manual"].append(grade_id)
+            cell.metadata["nbgrader"] = _nbgrader(solution=True, grade=True, grade_id=grade_id,
+                                                  points=current["points"])
             continue
         if cell.cell_type == "markdown" and cell.source.lstrip().startswith("#"):
             current = None  # another section: the exercise is over
@@ -183,9 +194,10 @@ def mark_exercises(nb: nbformat.NotebookNode) -> list[dict]:
             cell.metadata["nbgrader"] = _nbgrader(grade=True, locked=True, grade_id=grade_id,
                                                   points=current["points"])
     for exercise in exercises:
-        if not exercise["answers"] or not exercise["checks"]:
+        if not exercise["manual"] and not (exercise["answers"] and exercise["checks"]):
             raise ValueError(f"exercise {exercise['exercise']} needs an answer cell with "
-                             "### BEGIN SOLUTION and a check cell calling ctxlib.checks")
+                             "### BEGIN SOLUTION and a check cell calling ctxlib.checks, or "
+                             f"an answer graded by hand (a markdown cell starting {MANUAL})")
     return exercises
 
 

@@ -262,16 +262,6 @@ def test_span_mask_check(capsys):
             checks.check_span_mask(answer)
 
 
-def test_a_typed_gpu_speedup_earns_nothing_without_a_gpu(monkeypatch, capsys):
-    """Exercise 0.4 on a CPU grader: a number (typed in, or measured elsewhere) cannot be
-    verified, so it is not graded, and never 'Correct!'."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    checks.check_gpu_speedup(50.0)
-    captured = capsys.readouterr()
-    assert "Correct!" not in captured.out
-    assert "Not graded: a speed-up of 50.0 cannot be checked" in captured.err
-
-
 def test_a_warning_or_progress_bar_from_the_students_code_stays_off_stderr(capsys):
     """Graders give a check cell that writes to stderr no points (nbgrader does): a correct
     answer that warns, or shows a progress bar, on the way must still earn them."""

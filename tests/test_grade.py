@@ -140,3 +140,54 @@ def test_forged_checks_earn_nothing_broken_files_do_not_stop_the_class(course, t
     assert grades["cy"].points == 0 and "kernel died" in grades["cy"].message
     assert grades["dee"].points == 0 and "hand in the .ipynb" in grades["dee"].message
     assert len(grades) == 4
+
+
+GPU_CHECK = """\
+import dataclasses, functools
+from ctxlib import checks, handin
+
+tiny = dataclasses.replace(
+    handin.EXERCISES["4.4"], file="tiny_exercise", target=3.3,
+    chapter_run={chapter_run!r},
+    rescore=functools.partial(handin.char_gpt_validation_loss, max_windows=40))
+checks.check_gpu_exercise(tiny)
+"""
+
+
+@pytest.mark.slow
+def test_a_gpu_exercise_is_graded_from_the_checkpoint_handed_in(tmp_path, monkeypatch):
+    """Run in a kernel on a CPU grader: a genuine, changed gpu run handed in beside the
+    notebook earns the points; the same notebook with forged weights, or with no checkpoint,
+    earns nothing, and the message says what to hand in."""
+    import torch
+    from test_handin import CHAPTER_RUN, _rewrite, _untrained_blob, run
+
+    from ctxlib.data import load_tinyshakespeare
+    from ctxlib.tokenizers import CharTokenizer
+
+    source = tmp_path / "course"
+    source.mkdir()
+    nb = tiny_course()
+    nb.cells[2].source = "answer = 42"
+    nb.cells[3].source = GPU_CHECK.format(chapter_run=CHAPTER_RUN)
+    nbformat.write(nb, source / "00_tiny.ipynb")
+    folder = tmp_path / "submitted"
+    for student in ("ada", "ben", "cy"):
+        hand_in(folder, student, "00_tiny.ipynb", nb)
+
+    text = load_tinyshakespeare()
+    chars = CharTokenizer.train(text)
+    data = torch.tensor(chars.encode(text))
+    genuine = run(tmp_path / "runs", monkeypatch, (chars, data[: int(0.9 * len(data))]),
+                  n_embd=64)
+    (folder / "ada" / "checkpoints" / "gpu").mkdir(parents=True)
+    (folder / "ada" / "checkpoints" / "gpu" / genuine.name).write_bytes(genuine.read_bytes())
+    forged = _untrained_blob(genuine)
+    forged["state"]["history"]["evals"] = {"valid_loss": [0.1]}
+    _rewrite(folder / "ben" / genuine.name, forged)
+
+    grades = {g.student: g for g in grade_all(folder, source, "smoke", time_limit=120)}
+    assert grades["ada"].points == 1 and grades["ada"].message.startswith("Correct!")
+    assert grades["ben"].points == 0 and "above the target 3.3" in grades["ben"].message
+    assert grades["cy"].points == 0 and grades["cy"].message.startswith("Not graded")
+    assert "hand in checkpoints/gpu/tiny_exercise.pt" in grades["cy"].message

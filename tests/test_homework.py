@@ -37,8 +37,8 @@ def test_every_exercise_carries_nbgrader_metadata_made_from_its_markers(path):
         meta = cell.metadata.get("nbgrader", {})
         if cell.cell_type == "code" and BEGIN in cell.source:
             assert meta.get("solution"), "a solution region outside a solution cell"
-        if meta.get("grade"):
-            assert meta.get("locked") and meta.get("points", 0) > 0
+        if meta.get("grade"):  # an autograded check is locked; an answer graded by hand not
+            assert meta.get("locked") != meta.get("solution") and meta.get("points", 0) > 0
 
 
 def answer_cell(nb, grade_id):
@@ -72,11 +72,12 @@ def test_the_grading_command_scores_each_exercise_of_each_student(tmp_path, monk
     assert grades["ben", "ex-0-1-check"].points == 1 and grades["ben", "ex-0-3-check"].points == 1
     assert grades["ben", "ex-0-2-check"].points == 0  # the edited check was put back
     assert "under the 'cpu' budget pick_steps() returned 10" in grades["ben", "ex-0-2-check"].message
-    # The GPU exercise is not graded on a CPU, for anyone; the empty notebook still ran to its end.
-    assert grades["ada", "ex-0-4-check"].points == 0
-    assert grades["ada", "ex-0-4-check"].message.startswith("Not graded")
-    assert grades["cy", "ex-0-4-check"].message.startswith("not answered")
-    assert grades["cy", "ex-0-4-check"].points == 0
+    # The GPU speed-up is graded by hand: a row with no points and the student's answer; the
+    # empty notebook still ran to its end.
+    assert grades["ada", "ex-0-4-manual"].points == 0
+    assert grades["ada", "ex-0-4-manual"].max_points == 2
+    assert grades["ada", "ex-0-4-manual"].message.startswith("graded by hand")
+    assert "the line your measurement printed" in grades["ada", "ex-0-4-manual"].message
 
     # The command line writes the same grades as a CSV file (one student: the same code path).
     (tmp_path / "one").mkdir()
@@ -89,7 +90,7 @@ def test_the_grading_command_scores_each_exercise_of_each_student(tmp_path, monk
         "student", "notebook", "exercise", "points", "max_points", "message"}
     assert {(r["exercise"], float(r["points"])) for r in rows} == {
         (exercise, grades["ben", exercise].points) for exercise in
-        ("ex-0-1-check", "ex-0-2-check", "ex-0-3-check", "ex-0-4-check")}
+        ("ex-0-1-check", "ex-0-2-check", "ex-0-3-check", "ex-0-4-manual")}
 
 
 NBGRADER_CONFIG = """c = get_config()
@@ -153,7 +154,7 @@ def test_nbgrader_generates_every_student_version_and_autogrades_chapter_0(tmp_p
         student = gradebook.find_submission_notebook(chapter, "ps1", "student")
         assert student.max_score > 0 and student.score == 0
         instructor = gradebook.find_submission_notebook(chapter, "ps1", "instructor")
-        # Every exercise but the GPU one (not graded on a CPU) earns its points.
+        # Every exercise but the GPU one (graded by hand) earns its points.
         assert instructor.score == instructor.max_score - gpu_points
     # The student version ran to its last cell despite every unanswered exercise.
     graded = read(tmp_path / "autograded" / "student" / "ps1" / f"{chapter}.ipynb")

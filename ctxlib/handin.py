@@ -1,0 +1,154 @@
+"""GPU exercises graded from the weights a run wrote, on any machine (a CPU is enough).
+
+A GPU exercise asks for more than running the chapter: the student changes something the
+exercise names (the context, a width, the schedule) and reaches a score the chapter's own gpu
+run does not. They hand in the checkpoint their run wrote, ``checkpoints/gpu/<file>.pt`` (on
+Google Drive in Colab), beside the notebook. The check
+
+1. reads the file with ``weights_only=True`` and verifies its checksum (a cut or edited file
+   is refused by name);
+2. makes sure it is this exercise's model, trained under the gpu budget to its last step;
+3. finds the change among the fields the exercise names, against the chapter's gpu run;
+4. loads the weights into a fresh model and scores them again on the course's fixed
+   validation data.
+
+The points come from that score alone: a typed number, an edited ``History`` or a renamed
+checkpoint of another run earns nothing, and the message says what to hand in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ctxlib.checkpoints import CheckpointStore, DamagedCheckpoint
+
+
+class HandInProblem(ValueError):
+    """The file handed in cannot be graded; the message says what to hand in instead."""
+
+
+@dataclass(frozen=True)
+class GpuExercise:
+    """One GPU exercise: where its checkpoint goes, what must change, and how it is scored."""
+
+    name: str  # "4.4"
+    file: str  # the run's checkpoint: checkpoints/gpu/<file>.pt
+    score_name: str  # what the score measures, in words
+    target: float
+    higher_is_better: bool
+    chapter_run: dict[str, Any]  # the chapter's gpu run: the fields a change is looked for in
+    rescore: Callable[[dict[str, Any]], float]  # a verified checkpoint -> its score
+
+    def handed_in(self, root: str | os.PathLike | None = None) -> Path:
+        """Where the checkpoint is looked for: under ``CTXLIB_CHECKPOINTS`` (default: the
+        current directory), whatever budget the notebook runs under now."""
+        root = Path(root or os.environ.get("CTXLIB_CHECKPOINTS") or ".")
+        return root / "checkpoints" / "gpu" / f"{self.file}.pt"
+
+
+def read_handin(path: Path) -> dict[str, Any]:
+    """The verified contents of a handed-in checkpoint, or :class:`HandInProblem`."""
+    if not path.exists():
+        raise HandInProblem(f"there is no checkpoint at {path}: run the exercise's training "
+                            f"cell under the gpu budget and hand in the file it writes, "
+                            f"checkpoints/gpu/{path.name}, beside the notebook.")
+    try:
+        return CheckpointStore.read(path)
+    except DamagedCheckpoint as damage:
+        raise HandInProblem(f"{damage}: hand in the file as the training run wrote it.") from None
+
+
+def run_settings(blob: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's run as one flat dict: training knobs, model configuration, settings."""
+    identity = blob.get("identity", {})
+    return {**identity.get("train", {}), **identity.get("model", {}).get("config", {}),
+            **identity.get("settings", {})}
+
+
+def run_record(blob: dict[str, Any]) -> dict[str, Any]:
+    """What the training loop recorded about the run: budget, device, steps cap, ..."""
+    return blob.get("state", {}).get("history", {}).get("run", {})
+
+
+def check_run(blob: dict[str, Any], exercise: GpuExercise) -> list[str]:
+    """The fields the run changed from the chapter's gpu run (raises :class:`HandInProblem`
+    when the checkpoint is not a finished gpu-budget run of this exercise, or changes none)."""
+    settings = run_settings(blob)
+    state = blob.get("state", {})
+    run = run_record(blob)
+    if run.get("budget") != "gpu":
+        raise HandInProblem(f"this checkpoint was trained under the {run.get('budget')} budget; "
+                            f"exercise {exercise.name} is graded on a gpu-budget run.")
+    if state.get("step") != settings.get("steps"):
+        raise HandInProblem(f"the run stopped at step {state.get('step')} of "
+                            f"{settings.get('steps')}: run its training cell to the end (it "
+                            "resumes from the checkpoint) and hand in the file it writes then.")
+    changed = [name for name, value in exercise.chapter_run.items()
+               if name in settings and settings[name] != value]
+    if not changed:
+        fields = ", ".join(exercise.chapter_run)
+        raise HandInProblem(f"this is the chapter's own gpu run: the exercise asks you to change "
+                            f"at least one of {fields}.")
+    return changed
+
+
+# --- Exercise 4.4: a character GPT on Tiny Shakespeare -------------------------------------------
+
+
+@torch.no_grad()
+def char_gpt_validation_loss(blob: dict[str, Any], max_windows: int | None = None) -> float:
+    """Mean loss (nats per character) of a checkpoint's character GPT on the whole validation
+    split of Tiny Shakespeare (its last 10%), read in consecutive windows of its context."""
+    from ctxlib.data import load_tinyshakespeare
+    from ctxlib.gpt import GPT, GPTConfig
+    from ctxlib.tokenizers import CharTokenizer
+
+    text = load_tinyshakespeare()
+    chars = CharTokenizer.train(text)
+    config = blob["identity"].get("model", {}).get("config", {})
+    if config.get("vocab_size") != chars.vocab_size or "n_embd" not in config:
+        raise HandInProblem("this checkpoint is not a character GPT of Tiny Shakespeare "
+                            f"(vocabulary of {chars.vocab_size}): hand in the exercise's run.")
+    model = GPT(GPTConfig(**config)).eval()
+    try:
+        model.load_state_dict(blob["state"]["model"])
+    except RuntimeError as error:
+        raise HandInProblem(f"the weights do not fit the model their run describes: {error}"
+                            ) from None
+    data = torch.tensor(chars.encode(text))
+    valid = data[int(0.9 * len(data)):]
+    block = model.config.block_size
+    starts = range(0, len(valid) - block - 1, block)[:max_windows]
+    total, count = 0.0, 0
+    for first in range(0, len(starts), 16):  # 16 windows per forward pass
+        chunk = starts[first:first + 16]
+        x = torch.stack([valid[s:s + block] for s in chunk])  # (B, T)
+        y = torch.stack([valid[s + 1:s + block + 1] for s in chunk])  # (B, T)
+        logits = model(x)  # (B, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    return total / count
+
+
+EXERCISES = {
+    "4.4": GpuExercise(
+        name="4.4",
+        file="shakespeare_gpu_exercise",
+        score_name="validation loss (nats per character)",
+        # nanoGPT reports 1.4697 for the chapter's configuration (its README): the chapter's
+        # own run does not reach this without a change.
+        target=1.45,
+        higher_is_better=False,
+        chapter_run={"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256,
+                     "dropout": 0.2, "steps": 5000, "lr": 1e-3, "warmup_steps": 100,
+                     "min_lr_ratio": 0.1, "weight_decay": 0.1, "batch": 64},
+        rescore=char_gpt_validation_loss,
+    ),
+}

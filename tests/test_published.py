@@ -1,0 +1,151 @@
+"""Published checkpoints load into ctxlib's classes by path and give the reference's outputs.
+
+No test downloads anything: each builds a small random Hugging Face model and a tokenizer of
+the published kind (byte-level BPE, WordPiece, a SentencePiece-style unigram), saves both to a
+folder as the Hub stores them, loads the folder with ``ctxlib.published.load``, and matches
+logits, hidden states and generated ids with the Hugging Face model to float32 tolerance.
+"""
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from ctxlib import published
+
+TEXTS = ["The game was released in Japan in 2011 and in Europe a year later .",
+         "It is a sequel to the first game , and the third in the series ."] * 20
+SENTENCE = "The game was released in Europe ."
+
+
+def _bpe_tokenizer():
+    """GPT-2's kind: byte-level BPE with an end-of-text token."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return transformers.GPT2TokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                                          bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+
+
+def _wordpiece_tokenizer():
+    """BERT's kind: WordPiece over a vocabulary, lower-cased."""
+    words = sorted({w.lower() for text in TEXTS for w in text.split()})
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return transformers.BertTokenizerFast(
+        vocab={token: i for i, token in enumerate([*specials, *words])})
+
+
+def _unigram_tokenizer():
+    """XLNet's kind: a SentencePiece-style unigram model over "▁"-marked words."""
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<cls>", "<sep>", "<mask>"]
+    tok.train_from_iterator(TEXTS, trainers.UnigramTrainer(
+        vocab_size=80, special_tokens=specials, unk_token="<unk>"))
+    return transformers.XLNetTokenizerFast(tokenizer_object=tok)
+
+
+def _save(folder, model, tokenizer):
+    folder.mkdir(exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def gpt2_folder(tmp_path):
+    tokenizer = _bpe_tokenizer()
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=64, n_embd=48, n_layer=2, n_head=4,
+        bos_token_id=eos, eos_token_id=eos))
+    return _save(tmp_path / "gpt2", model.eval(), tokenizer), model.eval()
+
+
+def test_gpt2_from_a_folder_equals_the_reference(gpt2_folder):
+    folder, reference = gpt2_folder
+    gpt2 = published.load(folder)
+    assert gpt2.model_type == "gpt2" and not gpt2.model.training
+    ids = torch.tensor([gpt2.tokenizer.encode(SENTENCE)])
+    assert gpt2.tokenizer.decode(ids[0]) == SENTENCE
+    with torch.no_grad():
+        expected = reference(ids, output_hidden_states=True)
+        torch.testing.assert_close(gpt2.model(ids), expected.logits, atol=1e-5, rtol=1e-4)
+        layers, _ = gpt2.model.hidden_states(ids, all_layers=True)
+        assert len(layers) == len(expected.hidden_states) == 3
+        for ours, theirs in zip(layers, expected.hidden_states):
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    ours = gpt2.model.generate(ids, max_new_tokens=12, temperature=0)
+    theirs = reference.generate(ids, max_new_tokens=12, do_sample=False,
+                                pad_token_id=gpt2.tokenizer.eos_token_id)
+    assert torch.equal(ours, theirs)
+
+
+def test_bert_from_a_folder_equals_the_reference(tmp_path):
+    tokenizer = _wordpiece_tokenizer()
+    torch.manual_seed(0)
+    reference = transformers.BertForPreTraining(transformers.BertConfig(
+        vocab_size=len(tokenizer), hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=96, max_position_embeddings=64)).eval()
+    bert = published.load(_save(tmp_path / "bert", reference, tokenizer))
+    batch = bert.tokenizer(SENTENCE, "It is a sequel .", return_tensors="pt")
+    assert bert.tokenizer.decode(batch["input_ids"][0]).startswith("[CLS] the game was")
+    with torch.no_grad():
+        expected = reference(**batch)
+        ours = bert.model(batch["input_ids"], batch["token_type_ids"],
+                          batch["attention_mask"])
+    torch.testing.assert_close(ours.mlm_logits, expected.prediction_logits, atol=1e-5,
+                               rtol=1e-4)
+    torch.testing.assert_close(ours.nsp_logits, expected.seq_relationship_logits, atol=1e-5,
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["lm", "classification"])
+def test_xlnet_from_a_folder_equals_the_reference(tmp_path, head):
+    tokenizer = _unigram_tokenizer()
+    config = transformers.XLNetConfig(vocab_size=len(tokenizer), d_model=48, n_layer=2,
+                                      n_head=4, d_inner=96, num_labels=3)
+    torch.manual_seed(0)
+    reference = (transformers.XLNetLMHeadModel(config) if head == "lm" else
+                 transformers.XLNetForSequenceClassification(config)).eval()
+    xlnet = published.load(_save(tmp_path / "xlnet", reference, tokenizer), head=head,
+                           num_labels=3)
+    ids = torch.tensor([xlnet.tokenizer.encode(SENTENCE)])  # ends in <sep> <cls>
+    assert xlnet.tokenizer.convert_ids_to_tokens(ids[0, -1].item()) == "<cls>"
+    with torch.no_grad():
+        expected = reference(ids).logits
+        ours = xlnet.model(ids)
+        ours = ours.logits if hasattr(ours, "logits") else ours
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_name_not_in_the_cache_says_the_network_is_needed_and_what_to_do(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache" / "hub"))
+    with pytest.raises(published.NeedsTheNetwork, match="huggingface-cli download gpt2"):
+        published.load("gpt2", offline=True)
+
+
+def test_a_folder_without_a_checkpoint_or_of_another_model_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no config.json"):
+        published.load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        published.load(tmp_path / "missing")
+    torch.manual_seed(0)
+    other = transformers.DistilBertModel(transformers.DistilBertConfig(
+        vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64))
+    other.save_pretrained(tmp_path / "distilbert")
+    with pytest.raises(ValueError, match="'distilbert' model; the course builds"):
+        published.load(tmp_path / "distilbert")
+    tokenizer = _bpe_tokenizer()
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=32, n_embd=32, n_layer=1, n_head=2,
+        bos_token_id=0, eos_token_id=0))
+    with pytest.raises(ValueError, match="not 'classification'"):
+        published.load(_save(tmp_path / "gpt2", gpt2, tokenizer), head="classification")

@@ -14,7 +14,8 @@ question the same way:
 - an arm's hyper-parameter (a learning rate, say) is chosen per arm and per ``n`` on a
   held-out slice of the *training* data, never on the dev set that is reported.
 
-``learning_curve`` runs it and returns a :class:`Curve`; ``print_table`` and
+``learning_curve`` runs it and returns a :class:`Curve`; ``print_table`` (an HTML table in a
+notebook) and
 ``ctxlib.plots.plot_learning_curves`` show it; ``save_results`` writes the per-seed scores to
 a JSON file (``results/NN_name.json`` in the repository for the book's runs), so that a
 reader, an instructor and a test can read them without parsing a notebook.
@@ -226,34 +227,87 @@ def sample(rows: list[int], n: int, seed: int) -> list[int]:
     return sorted(random.Random(1000 + seed).sample(rows, n))
 
 
+@dataclass
+class Table:
+    """Rows of text cells under a title, with notes below: shown in a notebook as an HTML
+    table, which wraps to the page, and as aligned text anywhere else (or when saved)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    first_left: bool = False  # the first column holds names (left-aligned), not numbers
+
+    def text(self) -> str:
+        widths = [max(len(row[k]) for row in [self.header, *self.rows]) + 2
+                  for k in range(len(self.header))]
+
+        def line(cells):
+            return "".join(
+                (cell.ljust(w) if k == 0 and self.first_left else cell.rjust(w))
+                for k, (cell, w) in enumerate(zip(cells, widths))).rstrip()
+
+        return "\n".join([self.title, line(self.header), *map(line, self.rows), *self.notes])
+
+    def html(self) -> str:
+        from html import escape
+
+        def cells(tag, row):
+            aligns = ["left" if self.first_left else "right"] + ["right"] * (len(row) - 1)
+            return "".join(f'<{tag} style="text-align:{align}">{escape(cell)}</{tag}>'
+                           for align, cell in zip(aligns, row))
+
+        body = "".join(f"<tr>{cells('td', row)}</tr>" for row in self.rows)
+        notes = "".join(f"<br>{escape(note.strip())}" for note in self.notes)
+        return (f"<table style=\"font-size:0.85em\"><caption>{escape(self.title)}</caption>"
+                f"<thead><tr>{cells('th', self.header)}</tr></thead><tbody>{body}</tbody>"
+                f"</table><p style=\"font-size:0.85em\">{notes.removeprefix('<br>')}</p>")
+
+    def show(self) -> None:
+        """An HTML table in a notebook's kernel; the text elsewhere (a script, a test)."""
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            get_ipython = None
+        shell = get_ipython() if get_ipython else None
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            from IPython.display import display
+
+            display({"text/plain": self.text(), "text/html": self.html()}, raw=True)
+        else:
+            print(self.text())
+
+
 def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str]] = (),
                 by_arm: bool = False) -> None:
     """One row per number of labels: each arm's mean ± standard deviation over seeds, and,
     with ``compare=(a, b)`` (or several such pairs), the gain of ``a`` over ``b`` and how it
-    reads against the 2-sd bar (better, worse or within, see ``Curve.gain``). With ``by_arm=True``, one row per arm instead (for many arms),
-    and one row per comparison."""
+    reads against the 2-sd bar (better, worse or within, see ``Curve.gain``). With
+    ``by_arm=True``, one row per arm instead (for many arms), and one row per comparison.
+    Shown as an HTML table in a notebook (see :class:`Table`)."""
     pairs = [compare] if compare and isinstance(compare[0], str) else list(compare)
-    if by_arm:
-        _print_by_arm(curve, pairs)
-        return
+    (_table_by_arm(curve, pairs) if by_arm else _table_by_size(curve, pairs)).show()
+
+
+def _cell(curve: Curve, arm: str, n: int) -> str:
+    return f"{curve.mean(arm, n):.3f} ± {curve.std(arm, n):.3f}"
+
+
+def _table_by_size(curve: Curve, pairs: Sequence[tuple[str, str]]) -> Table:
     names = list(curve.scores)
-    width = max(16, *(len(n) + 2 for n in names))
-    print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)")
     gains = [f"gain {k + 1}" if len(pairs) > 1 else "gain" for k in range(len(pairs))]
-    print(f"{'labels':>8}" + "".join(f"{n:>{width}}" for n in names)
-          + "".join(f"{g:>10}  vs 2 sd" for g in gains))
+    rows = []
     for n in curve.sizes:
-        row = f"{n:>8,}" + "".join(
-            f"{f'{curve.mean(a, n):.3f} ± {curve.std(a, n):.3f}':>{width}}" for a in names)
+        row = [f"{n:,}", *(_cell(curve, a, n) for a in names)]
         for pair in pairs:
             difference, verdict = curve.gain(*pair, n)
-            row += f"{difference:>+10.3f}  {verdict:<7}"
-        print(row.rstrip())
-    if len(pairs) > 1:
-        for gain, (a, b) in zip(gains, pairs):
-            print(f"{'':>8}{gain}: {a} minus {b}")
-    for label, value in curve.lines.items():
-        print(f"{'':>8}{label}: {value:.3f}")
+            row.append(f"{difference:+.3f}  {verdict:<6}")
+        rows.append(row)
+    notes = [f"{'':>8}{gain}: {a} minus {b}" for gain, (a, b) in zip(gains, pairs)
+             if len(pairs) > 1]
+    notes += [f"{'':>8}{label}: {value:.3f}" for label, value in curve.lines.items()]
+    return Table(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds)",
+                 ["labels", *names, *(f"{g}  vs 2 sd" for g in gains)], rows, notes)
 
 
 def _gain_label(a: str, b: str) -> str:
@@ -261,21 +315,15 @@ def _gain_label(a: str, b: str) -> str:
     return f"{a}: gain over{b[len(a) + 1:]}" if b.startswith(f"{a},") else f"{a} minus {b}"
 
 
-def _print_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> None:
-    width = max(len(a) for a in [*curve.scores, *(_gain_label(a, b) for a, b in pairs)]) + 2
-    print(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds), by number of labels")
-    print(f"{'':<{width}}" + "".join(f"{n:>16,}" for n in curve.sizes))
-    for arm in curve.scores:
-        print(f"{arm:<{width}}" + "".join(
-            f"{f'{curve.mean(arm, n):.3f} ± {curve.std(arm, n):.3f}':>16}" for n in curve.sizes))
+def _table_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> Table:
+    rows = [[arm, *(_cell(curve, arm, n) for n in curve.sizes)] for arm in curve.scores]
     for a, b in pairs:
         gains = [curve.gain(a, b, n) for n in curve.sizes]
-        print(f"{_gain_label(a, b):<{width}}" + "".join(
-            f"{f'{d:+.3f} {MARKS[verdict]}':>16}" for d, verdict in gains))
-    if pairs:
-        print(MARKS_LEGEND)
-    for label, value in curve.lines.items():
-        print(f"{label}: {value:.3f}")
+        rows.append([_gain_label(a, b), *(f"{d:+.3f} {MARKS[verdict]}" for d, verdict in gains)])
+    notes = [MARKS_LEGEND] if pairs else []
+    notes += [f"{label}: {value:.3f}" for label, value in curve.lines.items()]
+    return Table(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds), by number of labels",
+                 ["", *(f"{n:,}" for n in curve.sizes)], rows, notes, first_left=True)
 
 
 def results_path(name: str) -> Path:

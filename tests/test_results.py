@@ -14,9 +14,11 @@ PROTOCOL_CHAPTERS = ["03_elmo", "04_gpt", "05_bert", "06_xlnet", "07_head_to_hea
 
 
 def stored_output(name: str) -> str:
+    """The text a notebook's stored run printed or displayed (tables are displayed)."""
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
+                     for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if o.get("output_type") in ("stream", "display_data"))
 
 
 @pytest.mark.parametrize("name", PROTOCOL_CHAPTERS)

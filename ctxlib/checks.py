@@ -709,22 +709,26 @@ def check_stream_masks(stream_masks) -> None:
 
 
 @graded
-def check_relative_shift(relative_shift) -> None:
-    """Exercise 6.2: ``relative_shift(scores, K)`` turns scores against every distance
-    (B, H, T, K + T) into scores against every key (B, H, T, K), with a reshape."""
-    from ctxlib.xlnet import relative_index
-
+def check_causal_relative_shift(causal_relative_shift) -> None:
+    """Exercise 6.2: Transformer-XL's shift. ``causal_relative_shift(scores)`` turns scores
+    against the distances K - 1 .. 0 (B, H, T, K) into scores against the keys (B, H, T, K);
+    only the keys a query may see (key j <= M + i, M = K - T of memory) are compared."""
     g = torch.Generator().manual_seed(6)
-    for T, M in ((4, 0), (5, 3)):
+    for T, M in ((4, 0), (5, 3), (1, 2)):
         K = M + T
-        scores = torch.randn(2, 3, T, K + T, generator=g)
-        expected = scores.gather(-1, relative_index(torch.arange(T)[None], T, K).expand(2, 3, T, K))
-        got = _expect_tensor(relative_shift(scores, K), "the shifted scores", (2, 3, T, K))
-        if not _close(got, expected):
-            _fail(f"with T={T} queries and K={K} keys, query i and key j are M + i - j apart, "
-                  "and row p of the encodings holds distance K - p: entry [i, j] must come from "
-                  "column T - i + j. View (T, K+T) as (K+T, T), drop the first row, view back.")
-    _passed("the reshape trick picks, for every query and key, the score of their distance.")
+        scores = torch.randn(2, 3, T, K, generator=g)
+        got = _expect_tensor(causal_relative_shift(scores.clone()), "the shifted scores",
+                             (2, 3, T, K))
+        query, key = torch.arange(T)[:, None], torch.arange(K)[None, :]
+        visible = key <= M + query  # (T, K): the past, memory included, and itself
+        column = (T - 1 - query + key).clamp(max=K - 1)  # of distance M + i - j
+        expected = scores.gather(-1, column.expand(2, 3, T, K))
+        if not torch.equal(got[..., visible], expected[..., visible]):
+            _fail(f"with T={T} queries and K={K} keys, entry [i, j] (j <= M + i) must come "
+                  "from column T - 1 - i + j. Pad one column of zeros on the left, view "
+                  "(T, K + 1) as (K + 1, T), drop the first row, view the rest as (T, K).")
+    _passed("the zero column and two views pick, for every query and visible key, the score "
+            "of their distance.")
 
 
 # --- Chapter 7: head to head ---------------------------------------------------------------------

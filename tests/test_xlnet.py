@@ -307,16 +307,24 @@ def test_bad_input_is_a_clear_error():
         XLNetLM.from_huggingface(transformers.XLNetLMHeadModel(hf_config(bi_data=True)))
 
 
-def test_relative_shift_check_accepts_the_reshape_and_rejects_a_slice():
-    from ctxlib.checks import ExerciseFailed, check_relative_shift
+def test_causal_relative_shift_check_accepts_the_zero_pad_trick_and_rejects_others():
+    """Exercise 6.2: Transformer-XL's shift (zero column, two views) passes; XLNet's
+    bidirectional shift, the scores left as they are, and a shift off by one fail."""
+    from ctxlib.checks import ExerciseFailed, check_causal_relative_shift
 
-    def shift(scores, K):
-        B, H, T, P = scores.shape
-        return scores.reshape(B, H, P, T)[:, :, 1:].reshape(B, H, T, P - 1)[..., :K]
+    def shift(scores):
+        B, H, T, K = scores.shape
+        padded = torch.cat([scores.new_zeros(B, H, T, 1), scores], dim=-1)  # (B, H, T, K+1)
+        return padded.view(B, H, K + 1, T)[:, :, 1:].reshape(B, H, T, K)
 
-    check_relative_shift(shift)
-    with pytest.raises(ExerciseFailed, match="column"):
-        check_relative_shift(lambda scores, K: scores[..., :K])
+    def off_by_one(scores):
+        return shift(scores).roll(1, dims=-1)
+
+    check_causal_relative_shift(shift)
+    for wrong in (lambda scores: scores, off_by_one,
+                  lambda scores: scores.flip(-1)):
+        with pytest.raises(ExerciseFailed, match="column T - 1 - i"):
+            check_causal_relative_shift(wrong)
 
 
 def test_lm_loss_checks_its_labels():

@@ -526,19 +526,25 @@ def check_scalar_mix(scalar_mix) -> None:
 
 
 @graded
-def check_reverse_padded(reverse) -> None:
-    """Exercise 3.2: ``reverse(x, lengths)`` reverses each row's real positions only."""
+def check_reverse_left_padded(reverse) -> None:
+    """Exercise 3.2: ``reverse(x, lengths)`` reverses each row's real positions, which sit at
+    the end of a left-padded batch; the padding stays at the front."""
     x = torch.arange(12).reshape(3, 4)
     lengths = torch.tensor([4, 2, 1])
-    expected = torch.tensor([[3, 2, 1, 0], [5, 4, 6, 7], [8, 9, 10, 11]])
-    got = _expect_tensor(reverse(x, lengths), "reverse(x, lengths)", (3, 4))
-    if torch.equal(got, x.flip(1)):
-        _fail("x.flip(1) also moves the padding to the front: reverse only the first lengths[b] "
-              "positions of row b.")
-    if not torch.equal(got, expected):
-        _fail("row b's position t (t < lengths[b]) should hold x[b, lengths[b] - 1 - t]; "
-              "padding positions keep their values.")
-    _passed("the backward LM can now read right to left without ever seeing padding first.")
+    expected = torch.tensor([[3, 2, 1, 0], [4, 5, 7, 6], [8, 9, 10, 11]])
+    for features in (False, True):  # (B, T), then (B, T, C)
+        data = torch.stack([x, -x], dim=-1) if features else x
+        want = torch.stack([expected, -expected], dim=-1) if features else expected
+        got = _expect_tensor(reverse(data.clone(), lengths), "reverse(x, lengths)",
+                             tuple(data.shape))
+        if torch.equal(got, data.flip(1)):
+            _fail("x.flip(1) also moves the padding to the end: reverse only the last "
+                  "lengths[b] positions of row b.")
+        if not torch.equal(got, want):
+            _fail("in a left-padded row of length T, the real positions are the last "
+                  "lengths[b]: position t >= T - lengths[b] should hold x[b, 2T - lengths[b] - 1 "
+                  "- t] (along every feature); the padding keeps its place and values.")
+    _passed("a left-padded batch, as XLNet's classifier reads them, read right to left.")
 
 
 # --- Chapter 5: BERT ---------------------------------------------------------------------

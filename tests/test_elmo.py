@@ -211,7 +211,7 @@ def test_bad_input_gets_a_clear_error(bilm):
 
 
 def test_exercise_checks_accept_right_answers_and_reject_wrong_ones():
-    from ctxlib.checks import ExerciseFailed, check_reverse_padded, check_scalar_mix
+    from ctxlib.checks import ExerciseFailed, check_reverse_left_padded, check_scalar_mix
 
     def with_ctxlib(layers, s, gamma):
         mix = ScalarMix(len(layers))
@@ -225,9 +225,15 @@ def test_exercise_checks_accept_right_answers_and_reject_wrong_ones():
         check_scalar_mix(lambda layers, s, gamma: gamma * sum(w * h for w, h in zip(s, layers)))
     with pytest.raises(ExerciseFailed, match="gamma"):
         check_scalar_mix(lambda layers, s, g: sum(w * h for w, h in zip(torch.softmax(s, 0), layers)))
-    check_reverse_padded(reverse_padded)
+
+    def reverse_left_padded(x, lengths):  # ctxlib's right-padded reversal, seen in a mirror
+        return reverse_padded(x.flip(1), lengths).flip(1)
+
+    check_reverse_left_padded(reverse_left_padded)
     with pytest.raises(ExerciseFailed, match="padding"):
-        check_reverse_padded(lambda x, lengths: x.flip(1))
+        check_reverse_left_padded(lambda x, lengths: x.flip(1))
+    with pytest.raises(ExerciseFailed, match="left-padded"):
+        check_reverse_left_padded(reverse_padded)  # right padding's answer
 
 
 def test_one_word_sentences_are_a_clear_error_not_a_nan_loss(bilm):

@@ -118,9 +118,10 @@ def test_nbgrader_generates_every_student_version_and_autogrades_chapter_0(tmp_p
     env = {**os.environ, "PATH": f"{NBGRADER.parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "CTXLIB_BUDGET": "smoke"}
 
-    def nbgrader(*args):
-        done = subprocess.run([str(NBGRADER), *args, "--force"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900, check=False)
+    def nbgrader(*args, force=True):
+        done = subprocess.run([str(NBGRADER), *args, *(["--force"] if force else [])],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=900, check=False)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     nbgrader("generate_assignment", "ps1")
@@ -156,6 +157,12 @@ def test_nbgrader_generates_every_student_version_and_autogrades_chapter_0(tmp_p
         instructor = gradebook.find_submission_notebook(chapter, "ps1", "instructor")
         # Every exercise but the GPU one (graded by hand) earns its points.
         assert instructor.score == instructor.max_score - gpu_points
+    # Grades leave as a CSV file, and each student gets a feedback page.
+    nbgrader("export", "--to", "grades.csv", force=False)
+    rows = {r["student_id"]: r for r in csv.DictReader((tmp_path / "grades.csv").open())}
+    assert float(rows["student"]["raw_score"]) == 0 and float(rows["instructor"]["raw_score"]) > 0
+    nbgrader("generate_feedback", "ps1")
+    assert (tmp_path / "feedback" / "student" / "ps1" / f"{chapter}.html").exists()
     # The student version ran to its last cell despite every unanswered exercise.
     graded = read(tmp_path / "autograded" / "student" / "ps1" / f"{chapter}.ipynb")
     last_code = [c for c in graded.cells if c.cell_type == "code"][-1]

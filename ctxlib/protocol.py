@@ -236,7 +236,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
-    first_left: bool = False  # the first column holds names (left-aligned), not numbers
+    left_columns: int = 0  # how many leading columns hold names (left-aligned), not numbers
 
     def text(self) -> str:
         widths = [max(len(row[k]) for row in [self.header, *self.rows]) + 2
@@ -244,7 +244,7 @@ class Table:
 
         def line(cells):
             return "".join(
-                (cell.ljust(w) if k == 0 and self.first_left else cell.rjust(w))
+                (cell.ljust(w) if k < self.left_columns else cell.rjust(w))
                 for k, (cell, w) in enumerate(zip(cells, widths))).rstrip()
 
         return "\n".join([self.title, line(self.header), *map(line, self.rows), *self.notes])
@@ -253,9 +253,9 @@ class Table:
         from html import escape
 
         def cells(tag, row):
-            aligns = ["left" if self.first_left else "right"] + ["right"] * (len(row) - 1)
-            return "".join(f'<{tag} style="text-align:{align}">{escape(cell)}</{tag}>'
-                           for align, cell in zip(aligns, row))
+            return "".join(
+                f'<{tag} style="text-align:{"left" if k < self.left_columns else "right"}">'
+                f"{escape(cell)}</{tag}>" for k, cell in enumerate(row))
 
         body = "".join(f"<tr>{cells('td', row)}</tr>" for row in self.rows)
         notes = "".join(f"<br>{escape(note.strip())}" for note in self.notes)
@@ -323,7 +323,7 @@ def _table_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> Table:
     notes = [MARKS_LEGEND] if pairs else []
     notes += [f"{label}: {value:.3f}" for label, value in curve.lines.items()]
     return Table(f"{curve.task} ({curve.metric}, {len(curve.seeds)} seeds), by number of labels",
-                 ["", *(f"{n:,}" for n in curve.sizes)], rows, notes, first_left=True)
+                 ["", *(f"{n:,}" for n in curve.sizes)], rows, notes, left_columns=1)
 
 
 def results_path(name: str) -> Path:

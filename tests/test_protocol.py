@@ -260,3 +260,20 @@ def test_results_files_hold_standard_json_and_every_curve(tmp_path, monkeypatch)
     damaged.write_text('{"chapter": "x"}')
     with pytest.raises(ValueError, match="damaged.json is not a results file"):
         protocol.load_results(damaged)
+
+
+def test_a_table_is_html_in_a_notebook_and_aligned_text_elsewhere(capsys):
+    """In a notebook a table is HTML, which wraps to the page instead of scrolling sideways;
+    outside one (scripts, tests) the same cells print as aligned text."""
+    table = protocol.Table("scores <dev>", ["arm", "25", "1,600"],
+                           [["a & b", "0.720 ± 0.020", "0.810 ± 0.010"]], ["note: x"],
+                           left_columns=1)
+    html = table.html()
+    assert html.startswith("<table") and "<caption>scores &lt;dev&gt;</caption>" in html
+    assert '<td style="text-align:left">a &amp; b</td>' in html
+    assert '<td style="text-align:right">0.720 ± 0.020</td>' in html and "note: x" in html
+    table.show()  # no notebook kernel here: text
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "scores <dev>" and lines[-1] == "note: x"
+    assert lines[2].startswith("a & b ") and lines[1].endswith("1,600")
+    assert len(lines[1]) == len(lines[2])  # the columns line up

@@ -160,11 +160,12 @@ def get_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def describe_device() -> str:
-    """A short human description of the default device, e.g. 'cuda (Tesla T4)' or 'cpu (2 threads)'."""
-    device = get_device()
+def describe_device(device: torch.device | None = None) -> str:
+    """A short human description of ``device`` (default: ``get_device()``), e.g.
+    'cuda (Tesla T4)' or 'cpu (2 threads)': what a run's record and a results file show."""
+    device = get_device() if device is None else torch.device(device)
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+        return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
         simulated = ", simulating an accelerator" if device.index is not None else ""
         return f"cpu ({torch.get_num_threads()} threads{simulated})"

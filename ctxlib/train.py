@@ -46,7 +46,14 @@ import numpy as np
 import torch
 
 from ctxlib.checkpoints import CheckpointStore, find_run, model_fingerprint, plain, run_id
-from ctxlib.runtime import current_budget, get_device, max_steps_override, progress, to_device
+from ctxlib.runtime import (
+    current_budget,
+    describe_device,
+    get_device,
+    max_steps_override,
+    progress,
+    to_device,
+)
 
 MAX_SKIPPED_IN_A_ROW = 5  # this many non-finite gradient steps in a row stop the run
 
@@ -194,6 +201,49 @@ def train(
     identity: changing it starts a new run instead of resuming the old one.
     ``resume=False`` deletes this path's checkpoints and starts over.
     """
+    _refuse_enclosing_autocast()
+    run = _Run(model, config, device, settings)
+    if run.resume(resume):
+        return run.history  # that run had already finished
+    config = run.config
+    bar = progress(total=config.steps, initial=run.step, desc="training",
+                   disable=not (config.progress and run.is_main))
+    smoothed, skipped_in_a_row = None, 0
+    try:
+        while run.step < config.steps:
+            start = time.perf_counter()
+            loss, grad_norm = run.forward_backward(batches, loss_fn)  # the learning
+            finite = run.update(loss, grad_norm, start)
+            skipped_in_a_row = 0 if finite else skipped_in_a_row + 1
+            if not finite and not run.scaler.is_enabled():
+                _warn_skipped(run.step, grad_norm, skipped_in_a_row,
+                              len(run.history.skipped_steps))
+            smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss
+            bar.update()
+            bar.set_postfix(loss=f"{smoothed:.3f}", refresh=False)
+            if _due(config.eval_every, run.step, config.steps):
+                run.evaluate(eval_fn)
+                bar.set_postfix(loss=f"{smoothed:.3f}", **_short(run.history.last_eval()),
+                                refresh=False)
+            if _due(config.checkpoint_every, run.step, config.steps):
+                run.save()  # (the last step's checkpoint follows its evaluation, below)
+    except KeyboardInterrupt:
+        bar.close()
+        run.save_interrupted()
+        raise
+    bar.close()
+    run.evaluate(eval_fn)
+    run.save()
+    run.log()
+    return run.history
+
+
+def _due(every: int, step: int, steps: int) -> bool:
+    """Whether a periodic evaluation or checkpoint falls on ``step`` (before the last one)."""
+    return bool(every) and step % every == 0 and step < steps
+
+
+def _refuse_enclosing_autocast() -> None:
     for kind in ("cpu", "cuda"):
         if torch.is_autocast_enabled(kind):
             raise RuntimeError(
@@ -201,150 +251,156 @@ def train(
                 "itself (TrainConfig.mixed_precision; precision_plan picks bfloat16 or float16 "
                 "for the GPU), and an enclosing autocast would keep stale low-precision copies "
                 "of the weights. Call train() outside the autocast block.")
-    asked_steps = config.steps
-    config = _capped(config)
-    rank, world_size = _distributed()
-    if device is None:
-        device = get_device()
-        if device.type == "cuda" and world_size > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    device = torch.device(device)
-    is_main = rank == 0
-    say = print if is_main else _quiet
 
-    model.to(device).train()
-    optimizer = make_optimizer(model, config)
-    plan = precision_plan(device, config.mixed_precision, config.compile)
-    scaler = torch.amp.GradScaler("cuda", enabled=plan.loss_scaling)
-    forward_model = torch.compile(model) if plan.compile else model
-    data_generator = torch.Generator().manual_seed(config.seed)
-    budget = current_budget()[0]
-    identity = {"train": {k: plain(v) for k, v in dataclasses.asdict(config).items()
-                          if k not in TrainConfig.BOOKKEEPING},
-                "model": model_fingerprint(model), "settings": plain(settings or {}),
-                "processes": world_size}
-    history = History(run={"id": run_id(identity), "budget": budget, "device": _describe(device),
-                           "capped_by": config.steps if config.steps < asked_steps else None,
-                           "processes": world_size, "precision": plan.reason,
-                           "config": plain(dataclasses.asdict(config)),
-                           "settings": plain(settings or {})})
-    step = 0
 
-    store = CheckpointStore(config.checkpoint_path) if config.checkpoint_path else None
-    if store is not None:
-        blob = find_run(store, identity, resume, say) if is_main else None
-        blob = _share(blob, rank, world_size)
-        if blob is not None:
-            step, history = _restore(blob["state"], model, optimizer, scaler, data_generator, rank)
-            say(f"Resuming from step {step} of {config.steps} ({store.latest}).")
-            if step >= config.steps:
-                return history
-    if world_size > 1:
-        _broadcast_parameters(model)
+class _Run:
+    """One call of :func:`train`: the model and its optimizer, the run's identity and record,
+    where it stands (``step``), and the bookkeeping around the loop, one method each."""
 
-    # The state of every random generator at the last step boundary: what a checkpoint saves,
-    # whenever it is written (an interrupt mid-step must not save a half-drawn state).
-    boundary = _random_state(data_generator)
-    first_step = step
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, device, settings):
+        """Where the run trains (each process its own device under torchrun), its optimizer
+        and precision, its identity (what a checkpoint must match to be resumed) and record."""
+        self.asked_steps = config.steps
+        self.config = config = _capped(config)
+        self.rank, self.world_size = _distributed()
+        self.is_main = self.rank == 0
+        self.say = print if self.is_main else _quiet
+        self.device = _training_device(device, self.rank, self.world_size)
+        self.model = model.to(self.device).train()
+        self.optimizer = make_optimizer(model, config)
+        self.plan = precision_plan(self.device, config.mixed_precision, config.compile)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.plan.loss_scaling)
+        self.forward_model = torch.compile(model) if self.plan.compile else model
+        self.data_generator = torch.Generator().manual_seed(config.seed)
+        self.identity = {"train": {k: plain(v) for k, v in dataclasses.asdict(config).items()
+                                   if k not in TrainConfig.BOOKKEEPING},
+                         "model": model_fingerprint(model), "settings": plain(settings or {}),
+                         "processes": self.world_size}
+        self.history = History(run={
+            "id": run_id(self.identity), "budget": current_budget()[0],
+            "device": describe_device(self.device),
+            "capped_by": config.steps if config.steps < self.asked_steps else None,
+            "processes": self.world_size, "precision": self.plan.reason,
+            "config": plain(dataclasses.asdict(config)), "settings": plain(settings or {})})
+        self.step = self.first_step = 0
+        self.store = CheckpointStore(config.checkpoint_path) if config.checkpoint_path else None
+        # The state of every random generator at the last step boundary: what a checkpoint
+        # saves, whenever it is written (an interrupt mid-step must not save a half-drawn state).
+        self.boundary: dict[str, Any] = {}
 
-    def save() -> None:
-        if store is None:
-            return
-        states = _gather(_storable(boundary), world_size)
-        if is_main:
-            store.save(identity, {"step": step, "model": model.state_dict(),
-                                  "optimizer": optimizer.state_dict(),
-                                  "scaler": scaler.state_dict(), "random": states,
-                                  "history": history.to_dict()})
+    def resume(self, resume: bool) -> bool:
+        """Pick up this run's checkpoint if there is one (process 0 finds it, every process
+        loads it); True when that run had already finished."""
+        if self.store is not None:
+            blob = find_run(self.store, self.identity, resume, self.say) if self.is_main else None
+            blob = _share(blob, self.rank, self.world_size)
+            if blob is not None:
+                self.step, self.history = _restore(blob["state"], self.model, self.optimizer,
+                                                   self.scaler, self.data_generator, self.rank)
+                self.say(f"Resuming from step {self.step} of {self.config.steps} "
+                         f"({self.store.latest}).")
+                if self.step >= self.config.steps:
+                    return True
+        if self.world_size > 1:
+            _broadcast_parameters(self.model)
+        self.boundary = _random_state(self.data_generator)
+        self.first_step = self.step
+        return False
 
-    def evaluate() -> None:
+    def forward_backward(self, batches, loss_fn) -> tuple[float, torch.Tensor]:
+        """The learning: this step's learning rate, forward and backward over ``grad_accum``
+        micro-batches (averaged across processes), gradients unscaled and clipped. Returns
+        (the loss, the gradient norm before clipping)."""
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, config)
+        loss_sum = 0.0
+        for _ in range(config.grad_accum):
+            batch = to_device(_draw(batches, self.data_generator, self.rank, self.world_size),
+                              self.device)
+            with torch.autocast(self.device.type, dtype=self.plan.dtype or torch.float32,
+                                enabled=self.plan.dtype is not None):
+                loss = loss_fn(self.forward_model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss is {loss.item()} at step {self.step + 1}: training diverged. "
+                    "Try a lower learning rate (or more warmup steps)."
+                )
+            # Each micro-batch contributes 1/grad_accum: the sum is the mean over all of them.
+            self.scaler.scale(loss / config.grad_accum).backward()
+            loss_sum += loss.item() / config.grad_accum
+        if self.world_size > 1:
+            loss_sum = _average_gradients(self.model, loss_sum, self.world_size)
+        self.scaler.unscale_(self.optimizer)
+        return loss_sum, _gradient_norm(self.model, config.grad_clip)
+
+    def update(self, loss: float, grad_norm: torch.Tensor, started: float) -> bool:
+        """The AdamW step (skipped when the gradients are not finite) and its record, together
+        or not at all: an interrupt waits until both are done. True when it was applied."""
+        finite = bool(torch.isfinite(grad_norm))
+        with InterruptsDeferred():
+            if finite or self.scaler.is_enabled():  # fp16 loss scaling skips inf steps itself
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.history.steps.append(self.step)
+            self.history.loss.append(loss)
+            self.history.lr.append(self.optimizer.param_groups[0]["lr"])
+            self.history.seconds.append(time.perf_counter() - started)
+            if not finite:
+                self.history.skipped_steps.append(self.step)
+            self.boundary = _random_state(self.data_generator)
+        return finite
+
+    def evaluate(self, eval_fn) -> None:
+        """Record ``eval_fn(model)`` at this step, in eval mode and without gradients."""
         if eval_fn is None:
             return
-        model.eval()
+        self.model.eval()
         # Evaluation may draw random numbers (e.g. random validation windows): fork the random
         # state so that training continues exactly as if it had not run.
-        devices = [device.index or 0] if device.type == "cuda" else []
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
         python_state, numpy_state = random.getstate(), np.random.get_state()
         try:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
-                results = eval_fn(model)
+                results = eval_fn(self.model)
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
-            model.train()
-        history.eval_steps.append(step)
+            self.model.train()
+        self.history.eval_steps.append(self.step)
         for name, value in results.items():
-            history.evals.setdefault(name, []).append(float(value))
+            self.history.evals.setdefault(name, []).append(float(value))
 
-    bar = progress(total=config.steps, initial=step, desc="training",
-                   disable=not (config.progress and is_main))
-    smoothed = None
-    skipped_in_a_row = 0
-    try:
-        while step < config.steps:
-            start = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, config)
-            loss_sum = 0.0
-            for _ in range(config.grad_accum):
-                batch = to_device(_draw(batches, data_generator, rank, world_size), device)
-                with torch.autocast(device.type, dtype=plan.dtype or torch.float32,
-                                    enabled=plan.dtype is not None):
-                    loss = loss_fn(forward_model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"the loss is {loss.item()} at step {step + 1}: training diverged. "
-                        "Try a lower learning rate (or more warmup steps)."
-                    )
-                # Each micro-batch contributes 1/grad_accum: the sum is the mean over all of them.
-                scaler.scale(loss / config.grad_accum).backward()
-                loss_sum += loss.item() / config.grad_accum
-            if world_size > 1:
-                loss_sum = _average_gradients(model, loss_sum, world_size)
-            scaler.unscale_(optimizer)
-            grad_norm = _gradient_norm(model, config.grad_clip)
-            finite = bool(torch.isfinite(grad_norm))
-            with InterruptsDeferred():  # the update and its bookkeeping happen together or not
-                if finite or scaler.is_enabled():  # fp16 loss scaling skips inf steps itself
-                    scaler.step(optimizer)
-                    scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                history.steps.append(step)
-                history.loss.append(loss_sum)
-                history.lr.append(optimizer.param_groups[0]["lr"])
-                history.seconds.append(time.perf_counter() - start)
-                if not finite:
-                    history.skipped_steps.append(step)
-                boundary = _random_state(data_generator)
-            skipped_in_a_row = 0 if finite else skipped_in_a_row + 1
-            if not finite and not scaler.is_enabled():
-                _warn_skipped(step, grad_norm, skipped_in_a_row, len(history.skipped_steps))
-            smoothed = loss_sum if smoothed is None else 0.9 * smoothed + 0.1 * loss_sum
-            bar.update()
-            bar.set_postfix(loss=f"{smoothed:.3f}", refresh=False)
-            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                evaluate()
-                bar.set_postfix(loss=f"{smoothed:.3f}", **_short(history.last_eval()),
-                                refresh=False)
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and (
-                    step < config.steps):  # the last step's checkpoint follows its evaluation
-                save()
-    except KeyboardInterrupt:
-        bar.close()
-        model.train()
-        if store is not None and world_size == 1:
-            save()  # the weights and `boundary` both belong to the last completed step
-            say(f"Interrupted: saved step {step} to {store.latest}; run the same call to resume.")
-        elif store is not None:
-            say("Interrupted: under torchrun the last periodic checkpoint is what resumes.")
-        raise
-    bar.close()
-    evaluate()
-    save()
-    if is_main and os.environ.get(RUN_LOG_ENV):
-        _log_run(os.environ[RUN_LOG_ENV], model, history, asked_steps, first_step, device)
-    return history
+    def save(self) -> None:
+        """Checkpoint the last completed step: process 0 writes it, with every process's
+        random state (each resumes its own)."""
+        if self.store is None:
+            return
+        states = _gather(_storable(self.boundary), self.world_size)
+        if self.is_main:
+            self.store.save(self.identity, {
+                "step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "random": states, "history": self.history.to_dict()})
+
+    def save_interrupted(self) -> None:
+        """After the stop button: save the last completed step (one process), and say how to
+        go on."""
+        self.model.train()
+        if self.store is not None and self.world_size == 1:
+            self.save()  # the weights and `boundary` both belong to the last completed step
+            self.say(f"Interrupted: saved step {self.step} to {self.store.latest}; run the same "
+                     "call to resume.")
+        elif self.store is not None:
+            self.say("Interrupted: under torchrun the last periodic checkpoint is what resumes.")
+
+    def log(self) -> None:
+        """One line about this call in ``CTXLIB_RUN_LOG``, when it is set (the GPU check)."""
+        if self.is_main and os.environ.get(RUN_LOG_ENV):
+            _log_run(os.environ[RUN_LOG_ENV], self.model, self.history, self.asked_steps,
+                     self.first_step, self.device)
 
 
 RUN_LOG_ENV = "CTXLIB_RUN_LOG"
@@ -358,7 +414,7 @@ def _log_run(path: str, model, history: History, asked_steps: int, first_step: i
     record = {"asked_steps": asked_steps, "steps_run": len(history.seconds) - first_step,
               "seconds": history.seconds[first_step:], "loss": history.loss[first_step:],
               "parameters": sum(p.numel() for p in model.parameters()),
-              "device": _describe(device),
+              "device": describe_device(device),
               "peak_memory_bytes": torch.cuda.max_memory_allocated(device)
               if device.type == "cuda" else None}
     with open(path, "a", encoding="utf-8") as log:
@@ -541,11 +597,13 @@ def _capped(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, steps=cap, warmup_steps=min(config.warmup_steps, cap))
 
 
-def _describe(device: torch.device) -> str:
-    """The device by name: 'cpu', or e.g. 'cuda (NVIDIA L4)', as a run's record shows it."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return device.type
+def _training_device(device, rank: int, world_size: int) -> torch.device:
+    """The device asked for, else ``get_device()``; under torchrun, each process's own GPU."""
+    if device is None:
+        device = get_device()
+        if device.type == "cuda" and world_size > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    return torch.device(device)
 
 
 def _short(results: dict[str, float]) -> dict[str, str]:

@@ -12,9 +12,12 @@ and XLNet's permutation LM, each built from its own chapter's module, put on the
 - the same tokens per training step and the same optimizer recipe (AdamW, warmup, cosine),
   each objective with its own learning rate, chosen on its own validation loss.
 
-Nothing here is a second implementation of a model: ``build`` takes each model, its batches
-and its loss from ``ctxlib.elmo``, ``ctxlib.gpt``, ``ctxlib.bert`` and ``ctxlib.xlnet`` (a
-test checks this), and this file only reads them all the same way:
+Each objective is one class (``BiLM``, ``CausalLM``, ``MaskedLMWithNSP``, ``MaskedLM``,
+``PermutationLM``) that holds all of it: its model, batches, loss and validation, the layers
+it reads a sequence through, how it scores a sentence, fills in a blank and continues a text.
+Nothing here is a second implementation of a model: each class takes its model, batches and
+loss from ``ctxlib.elmo``, ``ctxlib.gpt``, ``ctxlib.bert`` or ``ctxlib.xlnet`` (a test checks
+this), and the functions below read them all the same way:
 
     text = shared_text(bpe_vocab=4000)
     causal = build("causal", text, Sizes())
@@ -28,8 +31,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -45,14 +47,6 @@ from ctxlib.protocol import Arm, probe_arm
 from ctxlib.runtime import checkpoint_path, device_of, seed_everything, take
 from ctxlib.tokenizers import BPETokenizer
 from ctxlib.train import History, TrainConfig, mean_tokens_per_step, train
-
-OBJECTIVES = {  # key -> what the chapter calls it
-    "bilm": "biLM (ELMo)",
-    "causal": "causal LM (GPT)",
-    "mlm_nsp": "masked LM + NSP (BERT)",
-    "mlm": "masked LM (BERT, no NSP)",
-    "plm": "permutation LM (XLNet)",
-}
 
 
 @dataclass(frozen=True)
@@ -106,33 +100,355 @@ def shared_text(bpe_vocab: int | None = None, articles: int | None = None,
     return SharedText(tokenizer, train_docs, valid_docs, stream(train_docs), stream(valid_docs))
 
 
-@dataclass
 class Contender:
-    """One objective, ready to train and to read: its chapter's model, batches, loss and
-    validation, and ``layers``, which runs token id lists through every layer."""
+    """One objective, ready to train and to read: its chapter's model, its batches, loss and
+    validation, the layers it reads a sequence through, and what it can do with a sentence
+    (score it, fill in a blank, continue it). One subclass per objective; adding an objective
+    means adding one class to ``CONTENDERS``. What the pretraining script needs to know about
+    it (``kind``, ``valid_key``, ``valid_key_is``) are class attributes."""
 
-    key: str
+    key: str  # its name in OBJECTIVES
+    name: str  # what the chapter calls it
+    kind: str  # its model class, as ctxlib.pretrained names it
+    valid_key = "valid_loss"  # the validation loss evaluate() reports, nats per predicted token
+    valid_key_is: str  # what that loss is, in words
+    needs_left = False  # fill_in needs text left of the blank (it reads only the left)
+    generates = True  # has a left-to-right distribution to sample from
+    # Set by each subclass's __init__:
     model: nn.Module
-    batches: Callable[[torch.Generator], Any]
-    loss: Callable[[nn.Module, Any], torch.Tensor]
-    evaluate: Callable[[nn.Module], dict[str, float]]
-    valid_key: str  # the validation loss ``evaluate`` reports, in nats per predicted token
-    tokens_in: Callable[[Any], int]  # tokens (padding not counted) of one training batch
-    layers: Callable[[torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (ids, mask) (B, T)
-    # -> the input layer and every layer above it, each (B, T, D)
-    sizes: Sizes
     batch: int  # examples per step
     token_encoder: list[nn.Module]  # context-free: a token in, a vector out
     context_layers: list[nn.Module]  # what mixes the tokens of a sequence
-    extra: dict[str, Any] = field(default_factory=dict)  # the biLM's token numbering and
-    # spelling, BERT's special ids
 
-    @property
-    def name(self) -> str:
-        return OBJECTIVES[self.key]
+    def __init__(self, text: SharedText, sizes: Sizes, token_order=None):
+        if token_order is not None:
+            raise ValueError("only the biLM numbers its tokens by rank: no token_order for "
+                             f"{self.key!r}.")
+        self.text, self.sizes = text, sizes
 
     def device(self) -> torch.device:
         return device_of(self.model)
+
+    def vocab_size(self) -> int:
+        """How many token ids it knows (the shared BPE vocabulary)."""
+        return self.model.config.vocab_size
+
+    def token_order(self) -> list[int] | None:
+        """The order it numbers the tokens in, if not by id (a loader needs it)."""
+        return None
+
+    # Training: what ctxlib.train calls
+    def batches(self, generator: torch.Generator) -> Any:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def tokens_in(self, batch: Any) -> int:
+        """Tokens (padding not counted) of one training batch."""
+        raise NotImplementedError
+
+    # Reading: ids and mask (B, T) on the model's device, in eval mode
+    def layers(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """The input layer and every layer above it, each (B, T, D)."""
+        raise NotImplementedError
+
+    def log_prob(self, ids: torch.Tensor) -> torch.Tensor:
+        """The mean log-probability per token of one sentence (1, T), as it defines it."""
+        raise NotImplementedError
+
+    def blank_log_probs(self, left: list[int], right: list[int]) -> torch.Tensor:
+        """log p (V,) of the token in a blank between ``left`` and ``right``."""
+        raise NotImplementedError
+
+    def next_token_logits(self, window: list[int]) -> torch.Tensor:
+        """Logits (V,) of the token after ``window``."""
+        raise NotImplementedError
+
+
+class CausalLM(Contender):
+    """GPT (chapter 4): predicts each token from the ones before it."""
+
+    key, name, kind, valid_key_is = "causal", "causal LM (GPT)", "gpt", "loss"
+    needs_left = True
+
+    def __init__(self, text: SharedText, sizes: Sizes, token_order=None):
+        super().__init__(text, sizes, token_order)
+        self.model = gpt.GPT(gpt.GPTConfig(
+            vocab_size=text.tokenizer.vocab_size, block_size=sizes.context,
+            n_layer=sizes.n_layer, n_head=sizes.n_head, n_embd=sizes.d_model,
+            dropout=sizes.dropout))
+        self.batch = sizes.batch
+        generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
+        self.valid = [lm_windows(text.valid_ids, 16, sizes.context, generator)
+                      for _ in range(_valid_examples(sizes) // 16)]
+        self.token_encoder = [self.model.wte, self.model.wpe]
+        self.context_layers = [self.model.h, self.model.ln_f]
+
+    def batches(self, generator):
+        return lm_windows(self.text.train_ids, self.batch, self.sizes.context, generator)
+
+    def loss(self, model, batch):
+        x, y = _on(device_of(model), *batch)
+        return model(x, targets=y)[1]
+
+    def evaluate(self, model):
+        return {"valid_loss": _mean_loss(model, self.loss, self.valid)}
+
+    def tokens_in(self, batch):
+        return batch[0].numel()
+
+    def layers(self, ids, mask):
+        return self.model.hidden_states(ids, all_layers=True)[0]
+
+    def log_prob(self, ids):  # log p(x_t | x_<t) for t >= 1: the first token has no context
+        log_probs = self.model(ids)[0].log_softmax(-1)  # (T, V)
+        return log_probs[:-1].gather(1, ids[0, 1:, None]).mean()
+
+    def blank_log_probs(self, left, right):  # it reads only the left
+        return self.next_token_logits(left).log_softmax(-1)
+
+    def next_token_logits(self, window):
+        return self.model(torch.tensor([window], device=self.device()))[0, -1]
+
+
+def _pieces(tokenizer: BPETokenizer) -> list[bytes]:
+    """Each token's bytes; a special token is spelled by its name."""
+    return [piece or tokenizer.special_tokens[i].encode() for i, piece in
+            enumerate(tokenizer.pieces)]
+
+
+class BiLM(Contender):
+    """ELMo's biLM (chapter 3): a forward and a backward LSTM LM over a character CNN that
+    reads each token's bytes. The adaptive softmax wants ids sorted by frequency, so it numbers
+    the same tokens by their rank in the training text (``by_rank``: rank -> token id)."""
+
+    key, name, kind = "bilm", "biLM (ELMo)", "bilm"
+    valid_key_is = "biLM loss (mean of both directions)"
+    needs_left = True
+
+    def __init__(self, text: SharedText, sizes: Sizes, token_order=None):
+        super().__init__(text, sizes)
+        V = text.tokenizer.vocab_size
+        if token_order is None:
+            counts = torch.bincount(text.train_ids, minlength=V)
+            by_rank = counts.argsort(descending=True, stable=True)  # rank -> token id
+        else:
+            by_rank = torch.as_tensor(token_order)
+            if sorted(by_rank.tolist()) != list(range(V)):
+                raise ValueError(f"the biLM's token order must number each of the {V} tokens "
+                                 "once.")
+        self.by_rank = by_rank
+        self.rank = torch.empty_like(by_rank)
+        self.rank[by_rank] = torch.arange(V)  # token id -> rank
+        self.spelled = elmo.spell_vocabulary(_pieces(text.tokenizer), sizes.max_chars)  # (V, C)
+        config = elmo.ELMoConfig(vocab_size=V, max_chars=sizes.max_chars, dim=sizes.d_model,
+                                 hidden=sizes.d_model, layers=sizes.bilm_layers,
+                                 dropout=sizes.dropout,
+                                 filters=((1, 32), (2, 32), (3, 64), (4, 128)),
+                                 cutoffs=(V // 4,))
+        self.model = elmo.BiLM(config)
+        self.batch = sizes.batch
+        self.train_ranks, self.spelled_by_rank = self.rank[text.train_ids], self.spelled[by_rank]
+        self.windows = elmo.validation_windows(self.rank[text.valid_ids],
+                                               sizes.context)[: _valid_examples(sizes)]
+        self.token_encoder = [self.model.encoder]
+        self.context_layers = [self.model.forward_lm, self.model.backward_lm]
+
+    def vocab_size(self):  # one rank per id
+        return len(self.rank)
+
+    def token_order(self):
+        return self.by_rank.tolist()
+
+    def batches(self, generator):
+        return elmo.lm_batch(self.train_ranks, self.spelled_by_rank, self.batch,
+                             self.sizes.context, generator)
+
+    def loss(self, model, batch):
+        return elmo.lm_loss(model, batch)
+
+    def evaluate(self, model):
+        return elmo.evaluate_lm(model, self.windows, self.spelled_by_rank, 16)
+
+    def tokens_in(self, batch):
+        return batch[1].numel()
+
+    def layers(self, ids, mask):  # padding must be words of no characters at all
+        chars = self.spelled.to(ids.device)[ids] * mask[..., None]
+        return self.model(chars)
+
+    def log_prob(self, ids):  # the mean of log p(x_t | x_<t) forward and log p(x_t | x_>t)
+        rank, spelled = self.rank.to(ids.device), self.spelled.to(ids.device)
+        forward, backward = self.model.lm_losses(spelled[ids], rank[ids])
+        return -(forward + backward) / 2
+
+    def blank_log_probs(self, left, right):
+        """log p(x) proportional to p_forward(x | left) p_backward(x | right), by token id."""
+        device = self.device()
+        rank, spelled = self.rank.to(device), self.spelled.to(device)
+        ids = torch.tensor([left + [left[-1]] + right], device=device)  # the blank: never read
+        _, forward, backward, _ = self.model.directions(spelled[ids])
+        scores = self.model.softmax.log_prob(forward[-1][0, len(left) - 1][None].float())[0]
+        if right:  # (scores by rank)
+            scores = scores + self.model.softmax.log_prob(
+                backward[-1][0, len(left) + 1][None].float())[0]
+        return scores.log_softmax(-1)[rank]  # by token id
+
+    def next_token_logits(self, window):  # the forward LM
+        return self.blank_log_probs(window, [])
+
+
+class MaskedLM(Contender):
+    """BERT without next-sentence prediction (chapter 5): predicts the masked 15% of the
+    tokens of a pair of sentences from everything else."""
+
+    key, name, kind = "mlm", "masked LM (BERT, no NSP)", "bert_pretraining"
+    valid_key, valid_key_is = "mlm_loss", "masked-LM loss"
+    generates = False
+    use_nsp = False
+
+    def __init__(self, text: SharedText, sizes: Sizes, token_order=None):
+        super().__init__(text, sizes, token_order)
+        tok = text.tokenizer
+        self.model = bert.BertForPreTraining(bert.BertConfig(
+            vocab_size=tok.vocab_size, max_position=sizes.context, n_layer=sizes.n_layer,
+            n_head=sizes.n_head, d_model=sizes.d_model, dropout=sizes.dropout))
+        self.max_tokens = sizes.context - 3  # room for [CLS] and two [SEP]s
+        # A pair of sentences is often shorter than the context: BERT gets as many pairs per
+        # step as carry the others' tokens (measured on 200 pairs drawn as training draws them).
+        probe = bert.pretraining_batch(text.train_docs, 200, tok, self.max_tokens,
+                                       random.Random(0), torch.Generator().manual_seed(0))
+        self.batch = max(1, round(sizes.batch * sizes.context
+                                  / probe[2].float().sum(1).mean().item()))
+        self.valid = bert.pretraining_batch(text.valid_docs, _valid_examples(sizes), tok,
+                                            self.max_tokens, random.Random(0),
+                                            torch.Generator().manual_seed(0))
+        self.cls_id, self.sep_id, self.mask_id = (tok.token_to_id(t)
+                                                  for t in ("[CLS]", "[SEP]", "[MASK]"))
+        self.token_encoder = [self.model.bert.embeddings]
+        self.context_layers = [self.model.bert.blocks]
+
+    def batches(self, generator):
+        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+        return bert.pretraining_batch(self.text.train_docs, self.batch, self.text.tokenizer,
+                                      self.max_tokens, rng, generator)
+
+    def loss(self, model, batch):
+        return bert.pretraining_loss(model, batch, use_nsp=self.use_nsp)
+
+    def evaluate(self, model):
+        return bert.evaluate_pretraining(model, self.valid)
+
+    def tokens_in(self, batch):
+        return int(batch[2].sum())
+
+    def layers(self, ids, mask):  # [CLS] sentence [SEP], as in pretraining
+        B = len(ids)
+        lengths = mask.sum(1)
+        wrapped = F.pad(ids, (1, 1))
+        wrapped[:, 0] = self.cls_id
+        wrapped[torch.arange(B), lengths + 1] = self.sep_id
+        wrapped_mask = F.pad(mask, (1, 1))
+        wrapped_mask[:, 0] = 1
+        wrapped_mask[torch.arange(B), lengths + 1] = 1
+        states, _ = self.model.bert(wrapped, None, wrapped_mask, all_layers=True)
+        return [h[:, 1:-1] for h in states]
+
+    def masked_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """(T,) ids -> (T, V), row t the logits at t with x_t masked ([CLS] ... [SEP])."""
+        T = len(ids)
+        rows = ids.repeat(T, 1)
+        rows[torch.arange(T), torch.arange(T)] = self.mask_id
+        full = torch.cat([torch.full((T, 1), self.cls_id, device=ids.device), rows,
+                          torch.full((T, 1), self.sep_id, device=ids.device)], dim=1)
+        logits = self.model(full).mlm_logits  # (T, T + 2, V)
+        return logits[torch.arange(T), torch.arange(T) + 1]
+
+    def log_prob(self, ids):  # the pseudo-log-likelihood, one masked token at a time
+        logits = self.masked_logits(ids[0])  # (T, V)
+        return logits.log_softmax(-1).gather(1, ids[0, :, None]).mean()
+
+    def blank_log_probs(self, left, right):
+        ids = torch.tensor(left + [0] + right, device=self.device())
+        return self.masked_logits(ids)[len(left)].log_softmax(-1)
+
+
+class MaskedLMWithNSP(MaskedLM):
+    """BERT as published (chapter 5): the masked LM, and next-sentence prediction."""
+
+    key, name = "mlm_nsp", "masked LM + NSP (BERT)"
+    use_nsp = True
+
+
+class PermutationLM(Contender):
+    """XLNet (chapter 6): predicts the last tokens of a random factorization order from the
+    others, over two segments, the second reading the first as memory."""
+
+    key, name, kind = "plm", "permutation LM (XLNet)", "xlnet_lm"
+    valid_key_is = "permutation-LM loss"
+
+    def __init__(self, text: SharedText, sizes: Sizes, token_order=None):
+        super().__init__(text, sizes, token_order)
+        self.seg_len = sizes.context // 2  # two segments, the second reading the first
+        self.num_predict = self.seg_len // sizes.predict_every
+        self.model = xlnet.XLNetLM(xlnet.XLNetConfig(
+            vocab_size=text.tokenizer.vocab_size, n_layer=sizes.n_layer, n_head=sizes.n_head,
+            d_model=sizes.d_model, dropout=sizes.dropout, mem_len=self.seg_len))
+        self.batch = sizes.batch
+        self.valid = xlnet.validation_batches(text.valid_ids, _valid_examples(sizes),
+                                              self.seg_len, self.num_predict)
+        self.token_encoder = [self.model.xlnet.word_embedding]
+        self.context_layers = [self.model.xlnet.layers]
+
+    def batches(self, generator):
+        return xlnet.pretraining_batch(self.text.train_ids, self.batch, self.seg_len,
+                                       self.num_predict, generator)
+
+    def loss(self, model, batch):
+        return xlnet.pretraining_loss(model, batch)
+
+    def evaluate(self, model):
+        return xlnet.evaluate_pretraining(model, self.valid)
+
+    def tokens_in(self, batch):
+        return sum(segment[0].numel() for segment in batch)
+
+    def layers(self, ids, mask):
+        return self.model.xlnet(ids, attention_mask=mask, all_layers=True).hidden
+
+    def log_prob(self, ids):  # log p(x_t | x_<t) in the left-to-right order, one of its orders
+        T = ids.shape[1]
+        perm_mask = xlnet.perm_mask_from_order(torch.arange(T), T - 1).to(ids.device)
+        mapping = F.one_hot(torch.arange(1, T), T).float().to(ids.device)
+        return -self.model(ids, perm_mask=perm_mask[None], target_mapping=mapping[None],
+                           labels=ids[:, 1:]).loss
+
+    def blank_logits(self, left: list[int], right: list[int]) -> torch.Tensor:
+        """Logits (V,) for a placeholder between ``left`` and ``right``: the query stream sits
+        at the blank, and no token, the blank's own content stream included, sees it."""
+        device = self.device()
+        ids = torch.tensor([left + [0] + right], device=device)
+        T, blank = ids.shape[1], len(left)
+        perm_mask = torch.zeros(1, T, T, device=device)
+        perm_mask[:, :, blank] = 1  # nobody sees the blank
+        mapping = F.one_hot(torch.tensor([[blank]]), T).float().to(device)
+        return self.model(ids, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
+
+    def blank_log_probs(self, left, right):
+        return self.blank_logits(left, right).log_softmax(-1)
+
+    def next_token_logits(self, window):  # an unseen placeholder after the text
+        return self.blank_logits(window, [])
+
+
+# The contenders, in the order the chapter shows them: key -> class
+CONTENDERS: dict[str, type[Contender]] = {
+    cls.key: cls for cls in (BiLM, CausalLM, MaskedLMWithNSP, MaskedLM, PermutationLM)}
+OBJECTIVES = {key: cls.name for key, cls in CONTENDERS.items()}  # key -> its name
 
 
 def parameter_counts(contender: Contender) -> dict[str, int]:
@@ -165,169 +481,18 @@ def _valid_examples(s: Sizes) -> int:
     return len(take(range(16 * s.valid_batches), 16 * s.valid_batches))
 
 
-def _build_causal(text: SharedText, s: Sizes) -> dict:
-    config = gpt.GPTConfig(vocab_size=text.tokenizer.vocab_size, block_size=s.context,
-                           n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model,
-                           dropout=s.dropout)
-    model = gpt.GPT(config)
-
-    def loss(model, batch):
-        x, y = _on(device_of(model), *batch)
-        return model(x, targets=y)[1]
-
-    generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
-    valid = [lm_windows(text.valid_ids, 16, s.context, generator)
-             for _ in range(_valid_examples(s) // 16)]
-    return {
-        "model": model,
-        "batch": s.batch,
-        "loss": loss,
-        "valid_key": "valid_loss",
-        "batches": lambda g: lm_windows(text.train_ids, s.batch, s.context, g),
-        "evaluate": lambda m: {"valid_loss": _mean_loss(m, loss, valid)},
-        "tokens_in": lambda batch: batch[0].numel(),
-        "layers": lambda ids, mask: model.hidden_states(ids, all_layers=True)[0],
-        "token_encoder": [model.wte, model.wpe],
-        "context_layers": [model.h, model.ln_f],
-    }
-
-
-def _pieces(tokenizer: BPETokenizer) -> list[bytes]:
-    """Each token's bytes; a special token is spelled by its name."""
-    return [piece or tokenizer.special_tokens[i].encode() for i, piece in
-            enumerate(tokenizer.pieces)]
-
-
-def _build_bilm(text: SharedText, s: Sizes, by_rank: torch.Tensor | None = None) -> dict:
-    V = text.tokenizer.vocab_size
-    # The adaptive softmax wants ids sorted by frequency: the biLM numbers the same tokens by
-    # their rank in the training text. The characters it reads are each token's own bytes.
-    if by_rank is None:
-        counts = torch.bincount(text.train_ids, minlength=V)
-        by_rank = counts.argsort(descending=True, stable=True)  # rank -> token id
-    elif sorted(by_rank.tolist()) != list(range(V)):
-        raise ValueError(f"the biLM's token order must number each of the {V} tokens once.")
-    rank = torch.empty_like(by_rank)
-    rank[by_rank] = torch.arange(V)  # token id -> rank
-    spelled = elmo.spell_vocabulary(_pieces(text.tokenizer), s.max_chars)  # (V, C), by id
-    config = elmo.ELMoConfig(vocab_size=V, max_chars=s.max_chars, dim=s.d_model,
-                             hidden=s.d_model, layers=s.bilm_layers, dropout=s.dropout,
-                             filters=((1, 32), (2, 32), (3, 64), (4, 128)),
-                             cutoffs=(V // 4,))
-    model = elmo.BiLM(config)
-    train_ranks, spelled_by_rank = rank[text.train_ids], spelled[by_rank]
-    windows = elmo.validation_windows(rank[text.valid_ids], s.context)[: _valid_examples(s)]
-
-    def layers(ids, mask):  # padding must be words of no characters at all
-        chars = spelled.to(ids.device)[ids] * mask[..., None]
-        return model(chars)
-
-    return {
-        "model": model,
-        "batch": s.batch,
-        "loss": elmo.lm_loss,
-        "valid_key": "valid_loss",
-        "batches": lambda g: elmo.lm_batch(train_ranks, spelled_by_rank, s.batch, s.context, g),
-        "evaluate": lambda m: elmo.evaluate_lm(m, windows, spelled_by_rank, 16),
-        "tokens_in": lambda batch: batch[1].numel(),
-        "layers": layers,
-        "token_encoder": [model.encoder],
-        "context_layers": [model.forward_lm, model.backward_lm],
-        "extra": {"rank": rank, "by_rank": by_rank, "spelled": spelled},
-    }
-
-
-def _build_bert(text: SharedText, s: Sizes, use_nsp: bool) -> dict:
-    tok = text.tokenizer
-    config = bert.BertConfig(vocab_size=tok.vocab_size, max_position=s.context,
-                             n_layer=s.n_layer, n_head=s.n_head, d_model=s.d_model,
-                             dropout=s.dropout)
-    model = bert.BertForPreTraining(config)
-    max_tokens = s.context - 3  # room for [CLS] and two [SEP]s
-    # A pair of sentences is often shorter than the context: BERT gets as many pairs per step
-    # as carry the others' tokens (measured on 200 pairs drawn as training draws them).
-    probe = bert.pretraining_batch(text.train_docs, 200, tok, max_tokens, random.Random(0),
-                                   torch.Generator().manual_seed(0))
-    batch = max(1, round(s.batch * s.context / probe[2].float().sum(1).mean().item()))
-    valid = bert.pretraining_batch(text.valid_docs, _valid_examples(s), tok, max_tokens,
-                                   random.Random(0), torch.Generator().manual_seed(0))
-
-    def batches(g):
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=g)))
-        return bert.pretraining_batch(text.train_docs, batch, tok, max_tokens, rng, g)
-
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-
-    def layers(ids, mask):  # [CLS] sentence [SEP], as in pretraining
-        B = len(ids)
-        lengths = mask.sum(1)
-        wrapped = F.pad(ids, (1, 1))
-        wrapped[:, 0] = cls_id
-        wrapped[torch.arange(B), lengths + 1] = sep_id
-        wrapped_mask = F.pad(mask, (1, 1))
-        wrapped_mask[:, 0] = 1
-        wrapped_mask[torch.arange(B), lengths + 1] = 1
-        states, _ = model.bert(wrapped, None, wrapped_mask, all_layers=True)
-        return [h[:, 1:-1] for h in states]
-
-    return {
-        "model": model,
-        "batch": batch,
-        "loss": partial(bert.pretraining_loss, use_nsp=use_nsp),
-        "valid_key": "mlm_loss",
-        "batches": batches,
-        "evaluate": lambda m: bert.evaluate_pretraining(m, valid),
-        "tokens_in": lambda b: int(b[2].sum()),
-        "layers": layers,
-        "token_encoder": [model.bert.embeddings],
-        "context_layers": [model.bert.blocks],
-        "extra": {"specials": {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]")}},
-    }
-
-
-def _build_plm(text: SharedText, s: Sizes) -> dict:
-    seg_len = s.context // 2  # two segments, the second reading the first as memory
-    num_predict = seg_len // s.predict_every
-    config = xlnet.XLNetConfig(vocab_size=text.tokenizer.vocab_size, n_layer=s.n_layer,
-                               n_head=s.n_head, d_model=s.d_model, dropout=s.dropout,
-                               mem_len=seg_len)
-    model = xlnet.XLNetLM(config)
-    valid = xlnet.validation_batches(text.valid_ids, _valid_examples(s), seg_len, num_predict)
-    return {
-        "model": model,
-        "batch": s.batch,
-        "loss": xlnet.pretraining_loss,
-        "valid_key": "valid_loss",
-        "batches": lambda g: xlnet.pretraining_batch(
-            text.train_ids, s.batch, seg_len, num_predict, g),
-        "evaluate": lambda m: xlnet.evaluate_pretraining(m, valid),
-        "tokens_in": lambda b: sum(segment[0].numel() for segment in b),
-        "layers": lambda ids, mask: model.xlnet(ids, attention_mask=mask, all_layers=True).hidden,
-        "token_encoder": [model.xlnet.word_embedding],
-        "context_layers": [model.xlnet.layers],
-    }
-
-
 def build(key: str, text: SharedText, sizes: Sizes, seed: int = 0,
           token_order: Sequence[int] | None = None) -> Contender:
     """The contender ``key`` (one of OBJECTIVES) at ``sizes``, initialised with ``seed``.
     ``token_order`` (the biLM only) numbers the tokens by rank, most frequent first; by
     default the ranks are counted in ``text``'s training stream."""
-    if key not in OBJECTIVES:
+    if key not in CONTENDERS:
         raise ValueError(f"unknown objective {key!r}; choose one of {list(OBJECTIVES)}.")
     if sizes.context % 2 or sizes.context // 2 < sizes.predict_every:
         raise ValueError(f"context {sizes.context} must be even and hold two segments of at "
                          f"least predict_every={sizes.predict_every} tokens.")
     seed_everything(seed)
-    if token_order is not None and key != "bilm":
-        raise ValueError("only the biLM numbers its tokens by rank: no token_order for "
-                         f"{key!r}.")
-    order = None if token_order is None else torch.as_tensor(token_order)
-    built = {"causal": _build_causal, "bilm": partial(_build_bilm, by_rank=order),
-             "plm": _build_plm,
-             "mlm_nsp": partial(_build_bert, use_nsp=True),
-             "mlm": partial(_build_bert, use_nsp=False)}[key](text, sizes)
-    return Contender(key=key, sizes=sizes, **built)
+    return CONTENDERS[key](text, sizes, token_order)
 
 
 def pretrain(contender: Contender, steps: int, lr: float, warmup_steps: int, name: str,
@@ -387,9 +552,7 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
 
 def vocab_size(contender: Contender) -> int:
     """How many token ids the contender knows (the shared BPE vocabulary)."""
-    if contender.key == "bilm":  # the biLM numbers the tokens by rank: one rank per id
-        return len(contender.extra["rank"])
-    return contender.model.config.vocab_size
+    return contender.vocab_size()
 
 
 def _check_ids(contender: Contender, ids: Sequence[int], what: str) -> list[int]:
@@ -569,38 +732,8 @@ def sentence_log_prob(contender: Contender, ids: Sequence[int]) -> float:
     ids = torch.tensor([_check_ids(contender, ids, "the sentence")], device=contender.device())
     if ids.shape[1] < 2:
         raise ValueError("a sentence needs at least 2 tokens to be scored.")
-    model, key = contender.model, contender.key
-    with _evaluating(model):
-        if key == "causal":
-            logits = model(ids)[0].log_softmax(-1)  # (T, V)
-            value = logits[:-1].gather(1, ids[0, 1:, None]).mean()
-        elif key == "bilm":
-            rank, spelled = (t.to(ids.device) for t in (contender.extra["rank"],
-                                                        contender.extra["spelled"]))
-            forward, backward = model.lm_losses(spelled[ids], rank[ids])
-            value = -(forward + backward) / 2
-        elif key in ("mlm", "mlm_nsp"):
-            logits = _masked_logits(contender, ids[0])  # (T, V)
-            value = logits.log_softmax(-1).gather(1, ids[0, :, None]).mean()
-        else:
-            T = ids.shape[1]
-            perm_mask = xlnet.perm_mask_from_order(torch.arange(T), T - 1).to(ids.device)
-            mapping = F.one_hot(torch.arange(1, T), T).float().to(ids.device)
-            value = -model(ids, perm_mask=perm_mask[None], target_mapping=mapping[None],
-                           labels=ids[:, 1:]).loss
-    return float(value)
-
-
-def _masked_logits(contender: Contender, ids: torch.Tensor) -> torch.Tensor:
-    """BERT: (T,) ids -> (T, V), row t the logits at t with x_t masked ([CLS] ... [SEP])."""
-    cls_id, sep_id, mask_id = contender.extra["specials"].values()
-    T = len(ids)
-    rows = ids.repeat(T, 1)
-    rows[torch.arange(T), torch.arange(T)] = mask_id
-    full = torch.cat([torch.full((T, 1), cls_id, device=ids.device), rows,
-                      torch.full((T, 1), sep_id, device=ids.device)], dim=1)
-    logits = contender.model(full).mlm_logits  # (T, T + 2, V)
-    return logits[torch.arange(T), torch.arange(T) + 1]
+    with _evaluating(contender.model):
+        return float(contender.log_prob(ids))
 
 
 @torch.no_grad()
@@ -610,53 +743,18 @@ def fill_in(contender: Contender, left: Sequence[int], right: Sequence[int],
     their probabilities, as each objective can guess: the masked LM and the permutation LM
     read both sides at once; the biLM multiplies its forward LM's guess from the left by its
     backward LM's guess from the right (and renormalises); the causal LM reads only the left."""
-    model, key, device = contender.model, contender.key, contender.device()
     left = _check_ids(contender, left, "the text left of the blank")
     right = _check_ids(contender, right, "the text right of the blank")
     _check_ids(contender, [*left, 0, *right], "the text with its blank")
     if not 1 <= k <= vocab_size(contender):
         raise ValueError(f"k must be between 1 and the vocabulary's {vocab_size(contender)}, "
                          f"got {k}.")
-    if not left and key in ("causal", "bilm"):
-        raise ValueError(f"the {OBJECTIVES[key]} needs at least one token left of the blank.")
-    blank = len(left)
-    with _evaluating(model):
-        if key == "causal":
-            log_probs = model(torch.tensor([list(left)], device=device))[0, -1].log_softmax(-1)
-        elif key == "bilm":
-            log_probs = _bilm_fill_in(contender, list(left), list(right))
-        elif key in ("mlm", "mlm_nsp"):
-            ids = torch.tensor(list(left) + [0] + list(right), device=device)
-            log_probs = _masked_logits(contender, ids)[blank].log_softmax(-1)
-        else:
-            log_probs = _xlnet_blank_logits(contender, list(left), list(right)).log_softmax(-1)
+    if not left and contender.needs_left:
+        raise ValueError(f"the {contender.name} needs at least one token left of the blank.")
+    with _evaluating(contender.model):
+        log_probs = contender.blank_log_probs(left, right)
     top = log_probs.float().exp().topk(k)
     return list(zip(top.indices.tolist(), top.values.tolist()))
-
-
-def _xlnet_blank_logits(contender: Contender, left: list[int], right: list[int]) -> torch.Tensor:
-    """XLNet's logits (V,) for a placeholder between ``left`` and ``right``: the query stream
-    sits at the blank, and no token, the blank's own content stream included, sees it."""
-    device = contender.device()
-    ids = torch.tensor([left + [0] + right], device=device)
-    T, blank = ids.shape[1], len(left)
-    perm_mask = torch.zeros(1, T, T, device=device)
-    perm_mask[:, :, blank] = 1  # nobody sees the blank
-    mapping = F.one_hot(torch.tensor([[blank]]), T).float().to(device)
-    return contender.model(ids, perm_mask=perm_mask, target_mapping=mapping).logits[0, 0]
-
-
-def _bilm_fill_in(contender: Contender, left: list[int], right: list[int]) -> torch.Tensor:
-    """log p(x) proportional to p_forward(x | left) p_backward(x | right), over token ids."""
-    model, device = contender.model, contender.device()
-    rank, spelled = (contender.extra[k].to(device) for k in ("rank", "spelled"))
-    ids = torch.tensor([left + [left[-1]] + right], device=device)  # the blank is never read
-    _, forward, backward, _ = model.directions(spelled[ids])
-    scores = model.softmax.log_prob(forward[-1][0, len(left) - 1][None].float())[0]  # by rank
-    if right:
-        scores = scores + model.softmax.log_prob(
-            backward[-1][0, len(left) + 1][None].float())[0]
-    return scores.log_softmax(-1)[rank]  # by token id
 
 
 @torch.no_grad()
@@ -666,9 +764,8 @@ def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
     causal LM as in chapter 4; the permutation LM by predicting an unseen placeholder after
     the text (the left-to-right order); the biLM with its forward LM. The masked LM has no
     order to generate in."""
-    if contender.key in ("mlm", "mlm_nsp"):
+    if not contender.generates:
         raise ValueError("a masked LM has no left-to-right distribution to sample from.")
-    model, device = contender.model, contender.device()
     ids = [int(i) for i in prompt]
     if not ids:
         raise ValueError("give at least one token of prompt.")
@@ -676,15 +773,9 @@ def generate(contender: Contender, prompt: Sequence[int], new_tokens: int,
     if not 1 <= top_k <= vocab_size(contender):
         raise ValueError(f"top_k must be between 1 and the vocabulary's "
                          f"{vocab_size(contender)}, got {top_k}.")
-    with _evaluating(model):
+    with _evaluating(contender.model):
         for _ in range(new_tokens):
-            window = ids[-(contender.sizes.context - 1):]
-            if contender.key == "causal":
-                logits = model(torch.tensor([window], device=device))[0, -1]
-            elif contender.key == "bilm":
-                logits = _bilm_fill_in(contender, window, [])
-            else:
-                logits = _xlnet_blank_logits(contender, window, [])
+            logits = contender.next_token_logits(ids[-(contender.sizes.context - 1):])
             top = logits.float().topk(top_k)
             pick = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator)
             ids.append(int(top.indices[pick]))

@@ -307,9 +307,9 @@ def pretrain_h2h(key: str, budget: str, steps: int | None = None) -> Run:
                            eval_every=max(1, cfg["eval_every"] * steps // cfg["steps"]),
                            name=f"h2h_{key}")
     # the biLM numbers the tokens by frequency in the training text: a loader needs that order
-    order = {"token_order": contender.extra["by_rank"].tolist()} if key == "bilm" else None
+    order = contender.token_order()
     return Run(contender.model, text.tokenizer, history, contender.evaluate, contender.batches,
-               contender.tokens_in, order)
+               contender.tokens_in, None if order is None else {"token_order": order})
 
 
 @dataclass(frozen=True)
@@ -349,17 +349,13 @@ RECIPES = {
                     "xlnet_wikitext2.pt", lambda cfg: 2 * cfg["seg_len"],
                     lambda batch: sum(segment[0].numel() for segment in batch)),
 }
-# Chapter 7: each objective on the shared text, vocabulary and sizes, 5 times the cpu run
-H2H_KINDS = {"bilm": ("bilm", "valid_loss", "biLM loss (mean of both directions)"),
-             "causal": ("gpt", "valid_loss", "loss"),
-             "mlm_nsp": ("bert_pretraining", "mlm_loss", "masked-LM loss"),
-             "mlm": ("bert_pretraining", "mlm_loss", "masked-LM loss"),
-             "plm": ("xlnet_lm", "valid_loss", "permutation-LM loss")}
-for _key, (_kind, _valid_key, _valid_key_is) in H2H_KINDS.items():
+# Chapter 7: each objective on the shared text, vocabulary and sizes, 10 times the cpu run;
+# what a recipe needs to know of an objective is its contender class's
+for _key, _contender in h2h.CONTENDERS.items():
     RECIPES[f"h2h_{_key}"] = Recipe(
         "07_head_to_head", H2H_BUDGETS, partial(pretrain_h2h, _key), f"h2h_{_key}", None,
-        _valid_key, _valid_key_is, _kind, 4_000, f"h2h_{_key}_wikitext2.pt",
-        lambda cfg: cfg["sizes"]["context"], None)
+        _contender.valid_key, _contender.valid_key_is, _contender.kind, 4_000,
+        f"h2h_{_key}_wikitext2.pt", lambda cfg: cfg["sizes"]["context"], None)
 
 
 def mean_tokens_per_step(recipe: Recipe, run: Run, samples: int = 50) -> float:

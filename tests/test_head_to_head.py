@@ -258,7 +258,7 @@ def test_a_course_checkpoint_loads_as_the_contender_it_was_pretrained_as(text, t
     words = [["The", "cat", "sat"], ["A", "bird", "sang", "in", "the", "tree"]]
     for key in h2h.OBJECTIVES:
         # the biLM's course checkpoint brings its own token order (here: reversed ranks)
-        order = (list(reversed(h2h.build("bilm", text, SMALL).extra["by_rank"].tolist()))
+        order = (list(reversed(h2h.build("bilm", text, SMALL).token_order()))
                  if key == "bilm" else None)
         trained, course = saved_course(key, text, tmp_path, order)
         loaded = h2h.from_course(key, course, text)
@@ -269,7 +269,7 @@ def test_a_course_checkpoint_loads_as_the_contender_it_was_pretrained_as(text, t
                                 h2h.word_layers(trained, text.tokenizer, words)):
             torch.testing.assert_close(ours, theirs, msg=key)
         if key == "bilm":
-            assert loaded.extra["by_rank"].tolist() == order
+            assert loaded.token_order() == order
 
 
 def test_a_course_checkpoint_of_another_model_or_vocabulary_is_refused(text, tmp_path):

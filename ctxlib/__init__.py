@@ -16,8 +16,11 @@ ctxlib's. One file per topic:
   chosen on held-out training data, results written to JSON)
 - ``elmo``, ``gpt``, ``bert``, ``xlnet``: the four models, one file each, with their objectives
 - ``pretrained``: course checkpoints, a chapter's model pretrained about an hour, by name
+- ``published``: the published GPT-2, BERT and XLNet weights in the course's own classes
+- ``head_to_head``: chapter 7's objectives on equal terms, one class each
 - ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
-- ``checks``: exercise checkers
+- ``checks``, ``handin`` and ``grade``: exercise checkers, GPU exercises graded from the weights
+  handed in, and the grading command
 """
 
 # Submodules every chapter uses, so that `import ctxlib` is enough for `ctxlib.data.…` and

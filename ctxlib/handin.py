@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ctxlib.checkpoints import CheckpointStore, DamagedCheckpoint
+from ctxlib.runtime import checkpoint_path
 
 
 class HandInProblem(ValueError):
@@ -47,10 +48,9 @@ class GpuExercise:
     rescore: Callable[[dict[str, Any]], float]  # a verified checkpoint -> its score
 
     def handed_in(self, root: str | os.PathLike | None = None) -> Path:
-        """Where the checkpoint is looked for: under ``CTXLIB_CHECKPOINTS`` (default: the
-        current directory), whatever budget the notebook runs under now."""
-        root = Path(root or os.environ.get("CTXLIB_CHECKPOINTS") or ".")
-        return root / "checkpoints" / "gpu" / f"{self.file}.pt"
+        """Where the checkpoint is looked for: where the gpu run wrote it, whatever budget
+        the notebook runs under now."""
+        return Path(checkpoint_path(self.file, budget="gpu", root=root))
 
 
 def read_handin(path: Path) -> dict[str, Any]:

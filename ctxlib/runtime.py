@@ -237,16 +237,18 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def checkpoint_path(name: str) -> str:
+def checkpoint_path(name: str, budget: str | None = None,
+                    root: str | os.PathLike | None = None) -> str:
     """Where a notebook's run called ``name`` keeps its checkpoint, one folder per budget.
 
-    ``checkpoints/<budget>/<name>.pt`` under ``CTXLIB_CHECKPOINTS`` (default: the current
-    directory). A budget of its own means that a quick smoke run never resumes into a cpu run.
+    ``checkpoints/<budget>/<name>.pt`` under ``root`` (default: ``CTXLIB_CHECKPOINTS``, else
+    the current directory), for the budget the notebook runs under unless ``budget`` names
+    one. A budget of its own means that a quick smoke run never resumes into a cpu run.
     In Colab, :func:`checkpoints_on_drive` points it at Google Drive, so checkpoints outlive a
     runtime reset.
     """
-    root = Path(os.environ.get("CTXLIB_CHECKPOINTS") or ".")
-    path = root / "checkpoints" / current_budget()[0] / f"{name}.pt"
+    root = Path(root or os.environ.get("CTXLIB_CHECKPOINTS") or ".")
+    path = root / "checkpoints" / (budget or current_budget()[0]) / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
 

@@ -127,7 +127,9 @@ class HostTensorCheck(TorchFunctionMode):
         elif len(args) > 1 and isinstance(args[1], torch.Tensor):  # x.to(other): other's place
             target = SIMULATED if on_device(args[1]) else torch.device("cpu")
         else:
-            target, *_ = torch._C._nn._parse_to(*args[1:], **kwargs)
+            # _parse_to reads device, dtype, non_blocking and memory_format; copy is .to's own
+            where = {k: v for k, v in kwargs.items() if k != "copy"}
+            target, *_ = torch._C._nn._parse_to(*args[1:], **where)
             if target is None:  # only a dtype: stays where it is
                 result = func(*args, **kwargs)
                 return _mark(result, on_device(tensor))

@@ -32,6 +32,13 @@ def test_a_host_tensor_fed_to_a_model_on_the_device_fails_as_on_a_gpu():
     assert GPT(TINY)(torch.randint(0, 40, (1, 4))).shape == (1, 4, 40)  # back to normal
 
 
+def test_a_move_with_copy_as_transformers_writes_it_lands_on_the_device():
+    with devicecheck.simulated_accelerator() as device:
+        moved = torch.ones(3).to(device, copy=True)
+        assert moved.device == device
+        assert moved.to("cpu", copy=True).device == torch.device("cpu")
+
+
 def test_train_moves_nested_batches_to_the_model_and_generation_takes_a_host_prompt():
     seen = []
 

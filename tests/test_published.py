@@ -9,7 +9,6 @@ logits, hidden states and generated ids with the Hugging Face model to float32 t
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ctxlib import published
 
@@ -19,34 +18,15 @@ SENTENCE = "The game was released in Europe ."
 
 
 def _bpe_tokenizer():
-    """GPT-2's kind: byte-level BPE with an end-of-text token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TEXTS, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return transformers.GPT2TokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                          bos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    return published.stand_in_tokenizer("gpt2", TEXTS)
 
 
 def _wordpiece_tokenizer():
-    """BERT's kind: WordPiece over a vocabulary, lower-cased."""
-    words = sorted({w.lower() for text in TEXTS for w in text.split()})
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    return transformers.BertTokenizerFast(
-        vocab={token: i for i, token in enumerate([*specials, *words])})
+    return published.stand_in_tokenizer("bert", TEXTS)
 
 
 def _unigram_tokenizer():
-    """XLNet's kind: a SentencePiece-style unigram model over "▁"-marked words."""
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<cls>", "<sep>", "<mask>"]
-    tok.train_from_iterator(TEXTS, trainers.UnigramTrainer(
-        vocab_size=80, special_tokens=specials, unk_token="<unk>"))
-    return transformers.XLNetTokenizerFast(tokenizer_object=tok)
+    return published.stand_in_tokenizer("xlnet", TEXTS)
 
 
 def _save(folder, model, tokenizer):
@@ -149,3 +129,20 @@ def test_a_folder_without_a_checkpoint_or_of_another_model_is_refused(tmp_path):
         bos_token_id=0, eos_token_id=0))
     with pytest.raises(ValueError, match="not 'classification'"):
         published.load(_save(tmp_path / "gpt2", gpt2, tokenizer), head="classification")
+
+
+@pytest.mark.parametrize("name", sorted(published.STAND_IN_CONFIGS))
+def test_a_stand_in_loads_like_the_published_checkpoint_and_matches_its_reference(
+        tmp_path, name):
+    folder = published.save_stand_in(name, tmp_path / name, TEXTS)
+    loaded = published.load(folder, keep_reference=True)
+    assert loaded.model_type == published.STAND_IN_CONFIGS[name][0]
+    ids = torch.tensor([loaded.tokenizer.encode(SENTENCE)])
+    with torch.no_grad():
+        ours, theirs = loaded.model(ids), loaded.reference(ids)
+    ours = getattr(ours, "mlm_logits", getattr(ours, "logits", ours))
+    theirs = (theirs.prediction_logits if hasattr(theirs, "prediction_logits")
+              else theirs.logits)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="no stand-in tokenizer"):
+        published.stand_in_tokenizer("t5", TEXTS)

@@ -785,3 +785,39 @@ def check_span_mask(span_mask) -> None:
         _fail("draw every random number from `generator`: the same seed must give the same "
               "spans, another seed other spans.")
     _passed(f"spans of {sum(runs) / len(runs):.2f} positions on average, 15% of each row.")
+
+
+# --- Chapter 8: published weights ----------------------------------------------------------------
+
+
+def check_published_finetune(path=None) -> None:
+    """Exercise 8.1, graded from its hand-in (see ``ctxlib.handin.rescore_finetune``): the
+    dev accuracy is computed again from the classifier and its inputs, against the dev
+    labels of this machine's copy of SST-2."""
+    from pathlib import Path
+
+    from ctxlib import handin
+    from ctxlib.data import load_sst2
+    from ctxlib.runtime import checkpoint_path
+
+    where = Path(path or checkpoint_path(handin.FINETUNE_FILE, budget="gpu"))
+    if not where.exists():
+        _not_graded(f"exercise 8.1 is graded from the file its cells write, and there is none "
+                    f"at {where}. Run them with the published weights on a GPU and hand in "
+                    f"{where.name} beside the notebook.")
+        return
+    labels = [label for _, label in load_sst2("dev")]
+    try:
+        blob = handin.read_finetune(where)
+        if blob.get("capped_by") is not None:  # a code-path test's run (CTXLIB_MAX_STEPS)
+            _not_graded(f"this run was capped at {blob['capped_by']} steps by "
+                        "CTXLIB_MAX_STEPS.")
+            return
+        score = handin.rescore_finetune(blob, labels, len(load_sst2("train")))
+    except handin.HandInProblem as problem:
+        _fail(str(problem))
+    shown = f"dev accuracy {score:.3f}, computed again from the file handed in"
+    if score < handin.FINETUNE_TARGET:
+        _fail(f"{shown}, is below the target {handin.FINETUNE_TARGET}: try another learning "
+              "rate or more passes over the 1,000 sentences.")
+    _passed(f"{shown} (target {handin.FINETUNE_TARGET}).")

@@ -170,3 +170,41 @@ def test_a_run_capped_for_a_code_path_test_is_not_graded(tmp_path, monkeypatch, 
     message, failed = grade(path, capsys)
     assert not failed and "Not graded: this run was capped at 5 steps" in message
     assert "Correct!" not in message
+
+
+def test_the_published_fine_tuning_is_scored_again_from_its_features_and_classifier(
+        tmp_path, capsys):
+    from ctxlib.data import load_sst2
+
+    dev = [label for _, label in load_sst2("dev")]
+    labels = torch.tensor(dev)
+    # Features that put the label in one coordinate, flipped for every tenth sentence: a
+    # classifier reading that coordinate is right on 90% of them.
+    features = torch.zeros(len(dev), handin.FINETUNE_WIDTH)
+    features[:, 0] = (labels * 2 - 1).float()
+    features[::10, 0] *= -1
+    classifier = torch.nn.Linear(handin.FINETUNE_WIDTH, 2)
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.zero_()
+        classifier.weight[1, 0], classifier.weight[0, 0] = 1.0, -1.0
+    expected = ((features[:, 0] > 0).long() == labels).float().mean().item()
+    path = handin.save_finetune(range(1000), features, classifier, tmp_path / "ok.pt")
+    checks.check_published_finetune(path)
+    assert f"dev accuracy {expected:.3f}" in capsys.readouterr().out
+    assert expected >= handin.FINETUNE_TARGET
+
+    classifier.weight.data[[0, 1]] = classifier.weight.data[[1, 0]]  # now 10% right
+    low = handin.save_finetune(range(1000), features, classifier, tmp_path / "low.pt")
+    with pytest.raises(checks.ExerciseFailed, match="below the target"):
+        checks.check_published_finetune(low)
+    few = handin.save_finetune(range(100), features, classifier, tmp_path / "few.pt")
+    with pytest.raises(checks.ExerciseFailed, match="1,000 distinct"):
+        checks.check_published_finetune(few)
+    narrow = handin.save_finetune(range(1000), features[:, :48], torch.nn.Linear(48, 2),
+                                  tmp_path / "narrow.pt")
+    with pytest.raises(checks.ExerciseFailed, match="768-wide"):
+        checks.check_published_finetune(narrow)
+    (tmp_path / "typed.pt").write_bytes(b"accuracy = 0.95")
+    with pytest.raises(checks.ExerciseFailed, match="not exercise 8.1's file"):
+        checks.check_published_finetune(tmp_path / "typed.pt")

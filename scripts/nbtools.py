@@ -50,6 +50,8 @@ def stated_cpu_time(path: Path) -> str:
     guide state it: minutes on 2 CPU cores, marked ``*`` unless the run started from scratch
     (a run that resumed a finished pretraining checkpoint is shorter than a first run)."""
     run = nbformat.read(path, as_version=4).metadata.get("ctxlib", {})
+    if run.get("needs_network"):
+        return "needs the network"
     if run.get("budget") != "cpu":
         return "not yet run"
     minutes = max(1, round(run["wall_seconds"] / 60))
@@ -72,7 +74,7 @@ def resumed_earlier_work(nb: nbformat.NotebookNode, existed: set[str]) -> bool:
 
 
 PAGES_WITH_RUN_TIMES = ("README.md", "book/setup.md", "book/instructor_guide.md")
-_STATED_TIME = re.compile(r"\| (\d+ min\*?|not yet run) \|")
+_STATED_TIME = re.compile(r"\| (\d+ min\*?|not yet run|needs the network) \|")
 
 
 def write_cpu_times() -> None:
@@ -99,6 +101,13 @@ def time_statement(path: Path) -> str:
     """The line a notebook's introduction gives about its run time, from its stored run: the
     ``cpu`` budget's measured minutes on 2 CPU cores, and the ``gpu`` budget's on a T4."""
     stated = stated_cpu_time(path)
+    if stated == "needs the network":
+        run = nbformat.read(path, as_version=4).metadata["ctxlib"]
+        return (f"{TIME_LINE} the published weights need the network, so no run is stored "
+                f"here. Estimated from counted FLOPs and step times measured on a CPU: "
+                f"{run['cpu_estimate']} on 2 CPU cores under the `cpu` budget, "
+                f"{run['gpu_estimate']} on a Colab T4 under the `gpu` budget (neither yet "
+                "measured), plus the download.")
     if stated == "not yet run":
         cpu = "the `cpu` budget has not been run yet"
     elif stated.endswith("*"):

@@ -49,6 +49,9 @@ SMALL_DATA = {
         "sizes.batch", "sizes.valid_batches", "sweep_lrs", "pool", "dev", "held_out",
         "tag_sizes", "sst2_pool", "sst2_dev", "sst2_sizes", "finetune_sizes", "finetune_batch",
         "finetune_lrs", "sense_examples", "scored_sentences"),
+    "08_published_weights": (
+        "new_tokens", "timed_tokens", "wiki_chars", "sentences", "sst2_pool", "sst2_dev",
+        "held_out", "sizes", "seeds", "lrs", "batch"),
 }
 
 

@@ -30,6 +30,7 @@ from ctxlib import data, pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["00_setup", "02_attention", "03_elmo", "04_gpt"]
+CELL_TIMEOUT = 90  # seconds; see the test
 
 # Imported first by the kernel (sitecustomize): connections fail as with no network at all.
 NETWORK_OFF = '''
@@ -94,7 +95,12 @@ def test_a_notebook_alone_with_the_wheel_runs_offline_and_shows_its_figures(
         "import ctxlib, socket\nprint('ctxlib from', ctxlib.__file__)\n"
         "try:\n    socket.create_connection(('example.org', 80))\n"
         "except OSError as error:\n    print('network:', error)"))
-    NotebookClient(nb, timeout=600, kernel_name="python3",
+    # Now and then the reply to a cell's execution is never woken for (seen in full runs at
+    # chapter 2's last cells, after its widget: the output has arrived, the kernel is idle,
+    # and nbclient waits on the shell channel); at the cell's timeout the last poll finds
+    # the reply and the run goes on. A short timeout bounds that wait: no smoke cell here
+    # takes a tenth of it.
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                    resources={"metadata": {"path": str(work)}}).execute()
 
     printed = "".join(o.get("text", "") for o in nb.cells[1].outputs)

@@ -7,8 +7,9 @@ runs; the Makefile leaves them out of nbval):
 - the project is built into a wheel and unpacked into an empty folder: that copy of ctxlib,
   not the checkout, is what the kernel imports (the test checks ``ctxlib.__file__``);
 - each notebook is copied alone into an empty working folder;
-- the network is off (any connection to another machine raises), ``CTXLIB_DATA`` is unset, and the data sets and
-  course checkpoints lie only where a download would have put them: the cache;
+- the network is off (any connection to another machine raises), ``CTXLIB_DATA`` is unset,
+  and the data sets and course checkpoints lie only where a download would have put them:
+  the cache;
 - the notebook runs to the end under the smoke budget, and every image of its HTML export
   (nbconvert, as a reader's tools would show it) is embedded or at an absolute address.
 """

@@ -21,6 +21,7 @@ ctxlib's. One file per topic:
 - ``plots`` and ``widgets``: loss curves, attention heatmaps, interactive explorers
 - ``checks``, ``handin`` and ``grade``: exercise checkers, GPU exercises graded from the weights
   handed in, and the grading command
+- ``kernel``: runs a notebook in a Jupyter kernel (the grader, the tests, the book's runs)
 """
 
 # Submodules every chapter uses, so that `import ctxlib` is enough for `ctxlib.data.…` and

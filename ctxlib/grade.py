@@ -116,12 +116,13 @@ def _fresh(cell):
 def run_notebook(nb, workdir: Path, budget: str, time_limit: float) -> str:
     """Execute ``nb`` in place in ``workdir``, continuing past errors. Returns how it ended:
     "finished", "out of time" or "the kernel died"."""
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    from ctxlib.kernel import notebook_client
+
     deadline = time.monotonic() + time_limit
-    client = NotebookClient(nb, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(workdir)}})
+    client = notebook_client(nb, kernel_name="python3", allow_errors=True,
+                             resources={"metadata": {"path": str(workdir)}})
     try:
         with environment(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
                          CTXLIB_PROGRESS="off"), client.setup_kernel():

@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import nbformat
 import torch
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from ctxlib.kernel import notebook_client
 from ctxlib.runtime import environment
 
 # How much slower a T4 trains the course's models than the GPU measured: the ratio of memory
@@ -75,8 +75,8 @@ def run_notebook(path: Path, budget: str, env: dict[str, str], timeout: int) -> 
     try:
         with (environment(**env, CTXLIB_BUDGET=budget, CTXLIB_PROGRESS="off"),
               tempfile.TemporaryDirectory() as scratch):
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": scratch}}).execute()
+            notebook_client(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": scratch}}).execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:
         error = f"{type(failure).__name__}: {str(failure)[-1500:]}"  # the next chapter goes on
     return {"ok": error is None, "seconds": round(time.perf_counter() - start, 1),

@@ -260,7 +260,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     Returns the wall time in seconds; records budget, device, time and whether the run started
     from scratch (no checkpoint of this budget to resume) in the metadata.
     """
-    from nbclient import NotebookClient
+    from ctxlib.kernel import notebook_client
 
     os.environ["CTXLIB_BUDGET"] = budget
     os.environ["CTXLIB_PROGRESS"] = "text"
@@ -271,7 +271,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     else:
         os.environ["CTXLIB_RESULTS"] = str(ROOT / "results")
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
+    client = notebook_client(
         nb,
         timeout=timeout,
         kernel_name="python3",

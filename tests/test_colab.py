@@ -25,9 +25,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from ctxlib import data, pretrained
+from ctxlib.kernel import notebook_client
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["00_setup", "02_attention", "03_elmo", "04_gpt"]
@@ -119,8 +119,8 @@ def test_a_notebook_alone_with_the_wheel_runs_offline_and_shows_its_figures(
         "import ctxlib, socket\nprint('ctxlib from', ctxlib.__file__)\n"
         "try:\n    socket.create_connection(('example.org', 80))\n"
         "except OSError as error:\n    print('network:', error)"))
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(work)}}).execute()
+    notebook_client(nb, timeout=600, kernel_name="python3",
+                    resources={"metadata": {"path": str(work)}}).execute()
 
     printed = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert f"ctxlib from {site}" in printed, printed  # the wheel's copy, not the checkout

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
+
+from ctxlib.kernel import notebook_client
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -78,8 +79,8 @@ def test_gpu_configuration_runs_one_step_on_cpu(path, monkeypatch, tmp_path):
     monkeypatch.setenv("CTXLIB_SMALL_DATA", ",".join(SMALL_DATA.get(path.stem, ())))
     nb = nbformat.read(path, as_version=4)
     # Run in a scratch directory so checkpoints do not land in the repository.
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = notebook_client(nb, timeout=600, kernel_name="python3",
+                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute()  # raises CellExecutionError, naming the cell, if anything fails
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
     printed = "".join(o.get("text", "") for o in outputs)

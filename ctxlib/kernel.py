@@ -14,6 +14,7 @@ ends with a real poll of the socket, which sees a waiting message whether or not
 
 from __future__ import annotations
 
+import datetime
 import time
 import warnings
 from queue import Empty
@@ -22,6 +23,16 @@ from nbclient import NotebookClient
 from nbclient.util import run_sync
 
 POLL_SLICE_SECONDS = 1.0
+
+
+def _age_seconds(message: dict) -> float:
+    """How long ago the kernel sent ``message`` (0 when its header has no date)."""
+    sent = message.get("header", {}).get("date")
+    if not isinstance(sent, datetime.datetime):
+        return 0.0
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=datetime.timezone.utc)
+    return (datetime.datetime.now(datetime.timezone.utc) - sent).total_seconds()
 
 
 def _in_slices(get_msg, on_missed_wakeup):
@@ -39,8 +50,8 @@ def _in_slices(get_msg, on_missed_wakeup):
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
                 continue
-            if wait == POLL_SLICE_SECONDS and time.monotonic() - started >= wait:
-                on_missed_wakeup()  # found by the slice's last poll, not by a wake-up
+            if time.monotonic() - started >= wait and _age_seconds(message) > wait / 2:
+                on_missed_wakeup()  # it waited while we did: found by the slice's last poll
             return message
 
     return get_msg_in_slices

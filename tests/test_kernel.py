@@ -1,6 +1,7 @@
 """Running notebooks: the client finds a reply whose wake-up was lost, and runs a real kernel."""
 
 import asyncio
+import datetime
 import time
 from queue import Empty
 
@@ -21,7 +22,9 @@ class LostWakeupChannel:
         assert timeout is not None, "an unbounded wait here would never end"
         await asyncio.sleep(timeout)
         if time.monotonic() >= self.arrives:
-            return {"msg_type": "execute_reply"}
+            sent = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+                seconds=time.monotonic() - self.arrives)
+            return {"msg_type": "execute_reply", "header": {"date": sent}}
         raise Empty
 
 
@@ -34,6 +37,17 @@ def test_a_reply_whose_wakeup_was_lost_is_found_within_a_slice():
     assert message["msg_type"] == "execute_reply"
     assert time.monotonic() - start < 3 * kernel.POLL_SLICE_SECONDS  # not after 600 s
     assert missed, "the late find was not counted as a lost wake-up"
+
+
+def test_a_reply_that_woke_its_wait_is_not_counted_as_lost():
+    async def fresh(timeout=None):
+        await asyncio.sleep(0.05)
+        return {"msg_type": "execute_reply",
+                "header": {"date": datetime.datetime.now(datetime.timezone.utc)}}
+
+    missed = []
+    asyncio.run(kernel._in_slices(fresh, lambda: missed.append(1))(timeout=600))
+    assert not missed
 
 
 def test_a_sliced_wait_still_times_out_when_nothing_comes():

@@ -1,9 +1,9 @@
 """The book as a reader sees it: every page opened in headless Chromium, with the network off.
 
-Per page, at 1400 px wide: the title (H1) comes first; no code block scrolls sideways; every
-formula is typeset by MathJax (served with the book, not from a CDN); every image has loaded
-and has a description for its alt text, not a file name; no errors in the console; solutions
-are collapsed. A screenshot of each page's top, and of each figure, goes to
+Per page, at 1400 px wide: the title (H1) comes first; no code block scrolls sideways and no
+output is wider than the text column; every formula is typeset by MathJax (served with the
+book, not from a CDN); every image has loaded and has a description for its alt text, not a
+file name; no errors in the console; solutions are collapsed. A screenshot of each page's top, and of each figure, goes to
 ``_build/screenshots/`` so that a person can look.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them where it
@@ -51,6 +51,16 @@ return [...document.querySelectorAll('div.highlight pre')]
   .filter(p => !p.closest('.cell_output, .output'))
   .filter(p => p.scrollWidth > p.clientWidth + 1)
   .map(p => 'scrolls sideways: ' + p.innerText.split('\\n')
+    .reduce((a, b) => a.length >= b.length ? a : b).slice(0, 100));
+"""
+OUTPUT_WIDER_THAN_PAGE = """
+const column = (document.querySelector('article') || document.body).getBoundingClientRect().right;
+const wide = e => e.getBoundingClientRect().right > column + 1
+  || (e.scrollWidth > e.clientWidth + 1 && /auto|scroll/.test(getComputedStyle(e).overflowX));
+return [...document.querySelectorAll('div.cell_output')]
+  .filter(o => o.offsetParent !== null)
+  .filter(o => wide(o) || [...o.querySelectorAll('*')].some(wide))
+  .map(o => 'an output wider than the page: ' + o.innerText.split('\\n')
     .reduce((a, b) => a.length >= b.length ? a : b).slice(0, 100));
 """
 MATH_TYPESET = """
@@ -112,6 +122,7 @@ def page_problems(driver, page: Path, name: str) -> list[str]:
         figure.screenshot(str(SCREENSHOTS / f"{slug}-figure-{k + 1}.png"))
     driver.execute_script(OPEN_ALL_DETAILS)
     problems += driver.execute_script(CODE_SCROLLS)
+    problems += driver.execute_script(OUTPUT_WIDER_THAN_PAGE)
     problems += [f"console: {entry['message'][:200]}" for entry in driver.get_log("browser")
                  if entry["level"] == "SEVERE"]
     return problems

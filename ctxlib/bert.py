@@ -356,6 +356,23 @@ def pretraining_batch(documents: list[list[list[int]]], size: int, tokenizer, ma
     return masked, token_type_ids, attention_mask, mlm_labels, nsp_labels
 
 
+def training_batch(documents: list[list[list[int]]], size: int, tokenizer, max_tokens: int,
+                   generator: torch.Generator):
+    """A ``pretraining_batch`` for the training loop: the pair sampler is seeded from
+    ``generator``, so the loop's one generator (saved in its checkpoints) decides pairs and
+    masks alike, and a resumed run draws the batches the uninterrupted one would have."""
+    rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    return pretraining_batch(documents, size, tokenizer, max_tokens, rng, generator)
+
+
+def validation_batch(documents: list[list[list[int]]], size: int, tokenizer, max_tokens: int,
+                     seed: int = 0):
+    """A fixed ``pretraining_batch`` drawn with ``seed``: every evaluation scores the same
+    pairs and masks."""
+    return pretraining_batch(documents, size, tokenizer, max_tokens, random.Random(seed),
+                             torch.Generator().manual_seed(seed))
+
+
 def pretraining_loss(model: BertForPreTraining, batch, use_nsp: bool = True) -> torch.Tensor:
     """MLM + NSP loss of a ``pretraining_batch`` (MLM alone without ``use_nsp``)."""
     ids, segments, mask, mlm_labels, nsp_labels = (

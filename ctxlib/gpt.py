@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import IGNORE_INDEX, check_targets
+from ctxlib.batches import IGNORE_INDEX, check_targets, lm_windows
 from ctxlib.runtime import device_of
 
 # The key/value cache of one layer: keys and values of every position seen so far, (B, H, T, D).
@@ -302,16 +302,9 @@ class GPT(nn.Module):
             )
         if getattr(hf_config, "n_inner", None) not in (None, 4 * hf_config.n_embd):
             raise ValueError("only the standard MLP width of 4 * n_embd is supported.")
-        config = GPTConfig(
-            vocab_size=hf_config.vocab_size,
-            block_size=hf_config.n_positions,
-            n_layer=hf_config.n_layer,
-            n_head=hf_config.n_head,
-            n_embd=hf_config.n_embd,
-            dropout=hf_config.resid_pdrop,
-            bias=True,
-            layer_norm_eps=hf_config.layer_norm_epsilon,
-        )
+        config = GPTConfig(**{ours: getattr(hf_config, theirs)
+                              for ours, theirs in _HF_CONFIG_NAMES.items()},
+                           dropout=hf_config.resid_pdrop, bias=True)
         model = cls(config)
         model.load_state_dict(_from_hf_state(hf_model.state_dict()))
         return model
@@ -323,18 +316,10 @@ class GPT(nn.Module):
         c = self.config
         if not c.bias:
             raise ValueError("GPT2LMHeadModel always has biases; this model was built without.")
-        hf_config = GPT2Config(
-            vocab_size=c.vocab_size,
-            n_positions=c.block_size,
-            n_embd=c.n_embd,
-            n_layer=c.n_layer,
-            n_head=c.n_head,
-            resid_pdrop=c.dropout,
-            embd_pdrop=c.dropout,
-            attn_pdrop=c.dropout,
-            layer_norm_epsilon=c.layer_norm_eps,
-            activation_function="gelu_new",
-        )
+        hf_config = GPT2Config(**{theirs: getattr(c, ours)
+                                  for ours, theirs in _HF_CONFIG_NAMES.items()},
+                               resid_pdrop=c.dropout, embd_pdrop=c.dropout,
+                               attn_pdrop=c.dropout, activation_function="gelu_new")
         hf_model = GPT2LMHeadModel(hf_config)
         hf_model.load_state_dict(_to_hf_state(self.state_dict()))
         return hf_model.eval()
@@ -345,6 +330,37 @@ class GPT(nn.Module):
         from transformers import GPT2LMHeadModel
 
         return cls.from_huggingface(GPT2LMHeadModel.from_pretrained(name))
+
+
+# --- Training and evaluating the language model -------------------------------------------
+
+
+def lm_loss(model: GPT, batch) -> torch.Tensor:
+    """The next-token loss of a batch ``(x, y)`` of ``lm_windows`` (each (B, T)), moved to the
+    model's device: nats per token."""
+    x, y = (t.to(device_of(model)) for t in batch)
+    return model(x, targets=y)[1]
+
+
+def validation_windows(token_ids: torch.Tensor, windows: int, block_size: int,
+                       per_batch: int = 16, seed: int = 1234) -> list:
+    """Fixed validation batches: ``windows // per_batch`` batches of ``per_batch`` random
+    ``lm_windows`` of the stream (N,), drawn once with ``seed`` so that every evaluation
+    scores the same tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    return [lm_windows(token_ids, per_batch, block_size, generator)
+            for _ in range(windows // per_batch)]
+
+
+@torch.no_grad()
+def evaluate_lm(model: GPT, batches: list) -> dict[str, float]:
+    """``valid_loss``: the mean ``lm_loss`` over fixed ``validation_windows`` (dropout off);
+    the model is put back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    loss = sum(lm_loss(model, batch).item() for batch in batches) / len(batches)
+    model.train(was_training)
+    return {"valid_loss": loss}
 
 
 class GPTForClassification(nn.Module):
@@ -407,6 +423,10 @@ class GPTForClassification(nn.Module):
                 ignore_index=IGNORE_INDEX)
         return loss
 
+
+# GPTConfig's fields and the names GPT2Config gives them (dropout is one rate here, three there).
+_HF_CONFIG_NAMES = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer",
+                    "n_head": "n_head", "n_embd": "n_embd", "layer_norm_eps": "layer_norm_epsilon"}
 
 # Names of the Conv1D weights that Hugging Face stores transposed.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")

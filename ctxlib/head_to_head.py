@@ -28,7 +28,6 @@ this), and the functions below read them all the same way:
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -182,9 +181,7 @@ class CausalLM(Contender):
             n_layer=sizes.n_layer, n_head=sizes.n_head, n_embd=sizes.d_model,
             dropout=sizes.dropout))
         self.batch = sizes.batch
-        generator = torch.Generator().manual_seed(1234)  # the same windows at every evaluation
-        self.valid = [lm_windows(text.valid_ids, 16, sizes.context, generator)
-                      for _ in range(_valid_examples(sizes) // 16)]
+        self.valid = gpt.validation_windows(text.valid_ids, _valid_examples(sizes), sizes.context)
         self.token_encoder = [self.model.wte, self.model.wpe]
         self.context_layers = [self.model.h, self.model.ln_f]
 
@@ -192,11 +189,10 @@ class CausalLM(Contender):
         return lm_windows(self.text.train_ids, self.batch, self.sizes.context, generator)
 
     def loss(self, model, batch):
-        x, y = _on(device_of(model), *batch)
-        return model(x, targets=y)[1]
+        return gpt.lm_loss(model, batch)
 
     def evaluate(self, model):
-        return {"valid_loss": _mean_loss(model, self.loss, self.valid)}
+        return gpt.evaluate_lm(model, self.valid)
 
     def tokens_in(self, batch):
         return batch[0].numel()
@@ -320,22 +316,19 @@ class MaskedLM(Contender):
         self.max_tokens = sizes.context - 3  # room for [CLS] and two [SEP]s
         # A pair of sentences is often shorter than the context: BERT gets as many pairs per
         # step as carry the others' tokens (measured on 200 pairs drawn as training draws them).
-        probe = bert.pretraining_batch(text.train_docs, 200, tok, self.max_tokens,
-                                       random.Random(0), torch.Generator().manual_seed(0))
+        probe = bert.validation_batch(text.train_docs, 200, tok, self.max_tokens)
         self.batch = max(1, round(sizes.batch * sizes.context
                                   / probe[2].float().sum(1).mean().item()))
-        self.valid = bert.pretraining_batch(text.valid_docs, _valid_examples(sizes), tok,
-                                            self.max_tokens, random.Random(0),
-                                            torch.Generator().manual_seed(0))
+        self.valid = bert.validation_batch(text.valid_docs, _valid_examples(sizes), tok,
+                                           self.max_tokens)
         self.cls_id, self.sep_id, self.mask_id = (tok.token_to_id(t)
                                                   for t in ("[CLS]", "[SEP]", "[MASK]"))
         self.token_encoder = [self.model.bert.embeddings]
         self.context_layers = [self.model.bert.blocks]
 
     def batches(self, generator):
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        return bert.pretraining_batch(self.text.train_docs, self.batch, self.text.tokenizer,
-                                      self.max_tokens, rng, generator)
+        return bert.training_batch(self.text.train_docs, self.batch, self.text.tokenizer,
+                                   self.max_tokens, generator)
 
     def loss(self, model, batch):
         return bert.pretraining_loss(model, batch, use_nsp=self.use_nsp)
@@ -464,13 +457,6 @@ def parameter_counts(contender: Contender) -> dict[str, int]:
 
 
 @torch.no_grad()
-def _mean_loss(model: nn.Module, loss: Callable, batches: list) -> float:
-    model.eval()
-    value = sum(loss(model, b).item() for b in batches) / len(batches)
-    model.train()
-    return value
-
-
 def _on(device: torch.device, *tensors):
     return tuple(t.to(device) for t in tensors)
 

@@ -35,108 +35,37 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch
+from nbtools import notebook_budgets
 
 import ctxlib
 from ctxlib import bert as bert_lib
 from ctxlib import elmo as elmo_lib
+from ctxlib import gpt as gpt_lib
 from ctxlib import head_to_head as h2h
 from ctxlib import pretrained
 from ctxlib import xlnet as xlnet_lib
 from ctxlib.batches import lm_windows
-from ctxlib.gpt import GPT, GPTConfig
 from ctxlib.static import Vocab
 from ctxlib.tokenizers import BPETokenizer
 from ctxlib.train import History, TrainConfig, train
 from ctxlib.train import mean_tokens_per_step as mean_tokens
 
-# Chapter 4's WikiText-2 GPT, as in the notebook's budget cell (keep the two in step: a test
-# compares them).
-GPT_BUDGETS = {
-    "smoke": {"bpe_vocab": 500, "wiki_chars": 500_000, "batch": 8,
-               "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "block_size": 64, "dropout": 0.0},
-               "train": {"steps": 20, "lr": 2e-3, "warmup_steps": 2, "eval_every": 10}},
-    "cpu": {"bpe_vocab": 4000, "wiki_chars": None, "batch": 16,
-             "model": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128, "dropout": 0.0},
-             "train": {"steps": 1500, "lr": 2e-3, "warmup_steps": 100, "eval_every": 300}},
-    "gpu": {"bpe_vocab": 8000, "wiki_chars": None, "batch": 32,
-             "model": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "dropout": 0.1},
-             "train": {"steps": 5000, "lr": 6e-4, "warmup_steps": 200, "eval_every": 500, "compile": True}},
-}
-
-# Chapter 5's WikiText-2 BERT, as in the notebook's budget cell (a test compares them).
-BERT_BUDGETS = {
-    "smoke": {"bpe_vocab": 500, "wiki_articles": 40, "batch": 8, "val_pairs": 32,
-              "model": {"n_layer": 1, "n_head": 2, "d_model": 32, "max_position": 64, "dropout": 0.1},
-              "train": {"steps": 20, "lr": 1e-3, "warmup_steps": 2, "eval_every": 10}},
-    "cpu": {"bpe_vocab": 4000, "wiki_articles": None, "batch": 16, "val_pairs": 512,
-            "model": {"n_layer": 4, "n_head": 4, "d_model": 128, "max_position": 128, "dropout": 0.1},
-            "train": {"steps": 2000, "lr": 1e-3, "warmup_steps": 200, "eval_every": 400}},
-    "gpu": {"bpe_vocab": 8000, "wiki_articles": None, "batch": 64, "val_pairs": 2048,
-            "model": {"n_layer": 6, "n_head": 8, "d_model": 256, "max_position": 256, "dropout": 0.1},
-            "train": {"steps": 10_000, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000,
-                      "compile": True}},
-}
-
-# Chapter 6's WikiText-2 XLNet, as in the notebook's budget cell (a test compares them).
-XLNET_BUDGETS = {
-    "smoke": {"wiki_chars": 300_000, "bpe_vocab": 500, "seg_len": 16, "predict_every": 4,
-              "batch": 8, "eval_windows": 32,
-              "model": {"n_layer": 1, "n_head": 2, "d_model": 32, "dropout": 0.1},
-              "pretrain": {"steps": 20, "lr": 1e-3, "warmup_steps": 2, "eval_every": 10}},
-    "cpu": {"wiki_chars": None, "bpe_vocab": 4000, "seg_len": 64, "predict_every": 4,
-            "batch": 16, "eval_windows": 320,
-            "model": {"n_layer": 4, "n_head": 4, "d_model": 128, "dropout": 0.1},
-            "pretrain": {"steps": 1000, "lr": 1e-3, "warmup_steps": 100, "eval_every": 200}},
-    "gpu": {"wiki_chars": None, "bpe_vocab": 8000, "seg_len": 128, "predict_every": 6,
-            "batch": 32, "eval_windows": 800,
-            "model": {"n_layer": 6, "n_head": 8, "d_model": 256, "dropout": 0.1},
-            "pretrain": {"steps": 8000, "lr": 5e-4, "warmup_steps": 500, "eval_every": 1000}},
-}
-
-# Chapter 3's WikiText-2 biLM, as in the notebook's budget cell (a test compares them).
-ELMO_BUDGETS = {
-    "smoke": {"batch": 8, "window": 20, "wiki_words": 100_000, "val_batches": 2,
-              "model": {"dim": 32, "hidden": 32, "layers": 2, "max_chars": 12,
-                        "filters": ((1, 16), (2, 16), (3, 32)), "dropout": 0.0},
-              "train": {"steps": 20, "lr": 3e-3, "warmup_steps": 2, "eval_every": 10}},
-    "cpu": {"batch": 32, "window": 24, "wiki_words": None, "val_batches": 20,
-            "model": {"dim": 128, "hidden": 128, "layers": 2, "max_chars": 16, "dropout": 0.1},
-            "train": {"steps": 1200, "lr": 3e-3, "warmup_steps": 50, "eval_every": 300}},
-    "gpu": {"batch": 64, "window": 35, "wiki_words": None, "val_batches": 40,
-            "model": {"dim": 256, "hidden": 1024, "layers": 2, "max_chars": 20, "dropout": 0.2,
-                      "filters": ((1, 32), (2, 32), (3, 64), (4, 128), (5, 256), (6, 512))},
-            "train": {"steps": 8000, "lr": 2e-3, "warmup_steps": 200, "eval_every": 1000}},
-}
-
-
-# Chapter 7's five contenders, as in the notebook's budget cell (a test compares them). The
-# notebook chooses each objective's learning rate by a sweep; the script uses the rates its
-# cpu sweep chose (a test compares them with the stored sweep).
-H2H_BUDGETS = {
-    "smoke": {"bpe_vocab": 500, "articles": 40,
-              "sizes": {"d_model": 32, "n_head": 2, "context": 32, "batch": 8, "valid_batches": 2},
-              "steps": 16, "warmup_steps": 2, "eval_every": 8},
-    "cpu": {"bpe_vocab": 4000, "articles": None,
-            "sizes": {"d_model": 128, "n_head": 4, "context": 64, "batch": 16,
-                      "valid_batches": 10},
-            "steps": 400, "warmup_steps": 40, "eval_every": 50},
-    "gpu": {"bpe_vocab": 8000, "articles": None,
-            "sizes": {"d_model": 256, "n_head": 8, "context": 128, "batch": 32,
-                      "valid_batches": 40},
-            "steps": 8000, "warmup_steps": 400, "eval_every": 1000},
-}
+# Each chapter's budgets are read from its notebook's budget cell, the one place they are set
+# (``nbtools.notebook_budgets``), under the notebook's own names. Chapter 7's notebook chooses
+# each objective's learning rate by a sweep; the script uses the rates its cpu sweep chose (a
+# test compares them with the stored sweep).
 H2H_LRS = {"bilm": 1e-2, "causal": 3e-3, "mlm_nsp": 1e-3, "mlm": 1e-3, "plm": 1e-3}
 
 
@@ -151,6 +80,12 @@ class Run(NamedTuple):
     batches: Callable
     tokens_in: Callable[[Any], int] | None = None  # where the recipe has none of its own
     info: dict[str, Any] | None = None  # what the course checkpoint must also record
+
+@cache
+def budgets_of(chapter: str) -> dict[str, dict]:
+    """The smoke, cpu and gpu budgets of ``notebooks/<chapter>.ipynb``'s budget cell."""
+    return notebook_budgets(chapter)
+
 
 def wikitext2_bpe_streams(cfg: dict) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
     """Chapters 4 and 6: a BPE tokenizer of ``cfg["bpe_vocab"]`` entries trained on WikiText-2's
@@ -178,26 +113,22 @@ def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss
 
 def pretrain_gpt(budget: str, steps: int | None = None):
     """Chapter 4's WikiText-2 GPT under ``budget``."""
-    cfg = GPT_BUDGETS[budget]
+    cfg = budgets_of("04_gpt")[budget]
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
-    config = GPTConfig(vocab_size=bpe.vocab_size, **cfg["model"])
+    config = gpt_lib.GPTConfig(vocab_size=bpe.vocab_size, **cfg["wiki_model"])
     ctxlib.seed_everything(0)
-    model = GPT(config)
+    model = gpt_lib.GPT(config)
 
-    def loss_fn(model, batch):
-        x, y = (t.to(next(model.parameters()).device) for t in batch)
-        return model(x, targets=y)[1]
+    valid_batches = gpt_lib.validation_windows(valid_ids, 160, config.block_size)
 
     def evaluate(model):
-        generator = torch.Generator().manual_seed(1234)  # the same windows every time
-        batches = [lm_windows(valid_ids, 16, config.block_size, generator) for _ in range(10)]
-        return {"valid_loss": sum(loss_fn(model, b).item() for b in batches) / len(batches)}
+        return gpt_lib.evaluate_lm(model, valid_batches)
 
     def batches(generator):
-        return lm_windows(train_ids, cfg["batch"], config.block_size, generator)
+        return lm_windows(train_ids, cfg["wiki_batch"], config.block_size, generator)
 
-    history = train_recipe("gpt", budget, steps, model, batches, loss_fn, evaluate,
-                           {"batch": cfg["batch"], "wiki_chars": cfg["wiki_chars"]},
+    history = train_recipe("gpt", budget, steps, model, batches, gpt_lib.lm_loss, evaluate,
+                           {"batch": cfg["wiki_batch"], "wiki_chars": cfg["wiki_chars"]},
                            checkpoint_every=500, weight_decay=0.1)
     return Run(model, bpe, history, evaluate, batches)
 
@@ -205,7 +136,7 @@ def pretrain_gpt(budget: str, steps: int | None = None):
 def pretrain_bert(budget: str, steps: int | None = None):
     """Chapter 5's WikiText-2 BERT under ``budget`` (masked LM + next-sentence prediction, the
     notebook's pairs and masks; validation: MLM loss and NSP accuracy on a fixed sample)."""
-    cfg = BERT_BUDGETS[budget]
+    cfg = budgets_of("05_bert")[budget]
     train_articles = ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"])
     valid_articles = ctxlib.data.wikitext2_sentences("valid")
     bpe = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
@@ -214,13 +145,10 @@ def pretrain_bert(budget: str, steps: int | None = None):
     valid_docs = [bpe.encode_batch(sentences) for sentences in valid_articles]
     max_tokens = cfg["model"]["max_position"] - 3  # room for [CLS] and two [SEP]s
     config = bert_lib.BertConfig(vocab_size=bpe.vocab_size, **cfg["model"])
-    valid_batch = bert_lib.pretraining_batch(valid_docs, cfg["val_pairs"], bpe, max_tokens,
-                                             random.Random(0), torch.Generator().manual_seed(0))
+    valid_batch = bert_lib.validation_batch(valid_docs, cfg["val_pairs"], bpe, max_tokens)
 
     def batches(generator):
-        rng = random.Random(int(torch.randint(0, 2**31, (1,), generator=generator)))
-        return bert_lib.pretraining_batch(train_docs, cfg["batch"], bpe, max_tokens, rng,
-                                          generator)
+        return bert_lib.training_batch(train_docs, cfg["batch"], bpe, max_tokens, generator)
 
     def evaluate(model):
         return bert_lib.evaluate_pretraining(model, valid_batch)
@@ -236,7 +164,7 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
     """Chapter 6's WikiText-2 XLNet under ``budget`` (the permutation LM on two segments, the
     second reading the first as memory; validation: the same loss on fixed windows and
     orders)."""
-    cfg = XLNET_BUDGETS[budget]
+    cfg = budgets_of("06_xlnet")[budget]
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
     seg_len = cfg["seg_len"]
     num_predict = seg_len // cfg["predict_every"]
@@ -265,7 +193,7 @@ def pretrain_elmo(budget: str, steps: int | None = None):
     """Chapter 3's WikiText-2 biLM under ``budget`` (characters in, WikiText-2's closed word
     vocabulary out, both directions; validation: perplexity of each direction on consecutive
     windows)."""
-    cfg = ELMO_BUDGETS[budget]
+    cfg = budgets_of("03_elmo")[budget]
     wiki = ctxlib.data.load_wikitext2("train")
     words = wiki.split()
     if cfg["wiki_words"]:
@@ -298,7 +226,7 @@ def pretrain_h2h(key: str, budget: str, steps: int | None = None) -> Run:
     """Chapter 7's contender ``key`` (one of ``h2h.OBJECTIVES``) under ``budget``, at the rate
     its cpu sweep chose. With more ``steps`` than the budget's, warmup and evaluations keep
     their share of the run."""
-    cfg = H2H_BUDGETS[budget]
+    cfg = budgets_of("07_head_to_head")[budget]
     text = h2h.shared_text(cfg["bpe_vocab"], cfg["articles"])
     contender = h2h.build(key, text, h2h.Sizes(**cfg["sizes"]))
     steps = steps or cfg["steps"]
@@ -317,8 +245,7 @@ class Recipe:
     """One chapter's model: its budgets (as in its notebook), how it pretrains, and its course
     checkpoint."""
 
-    chapter: str  # the notebook whose budget cell the budgets copy
-    budgets: dict[str, dict]
+    chapter: str  # the notebook whose budget cell sets the budgets
     pretrain: Callable[[str, int | None], Run]
     checkpoint_name: str  # the training checkpoint, the name the notebook gives it
     train_key: str | None  # where the budget keeps the TrainConfig fields (chapter 7: none)
@@ -331,20 +258,24 @@ class Recipe:
     tokens_in: Callable[[Any], int] | None  # tokens (padding not counted) in one training
     # batch; chapter 7's contenders bring their own (Run.tokens_in)
 
+    @property
+    def budgets(self) -> dict[str, dict]:
+        return budgets_of(self.chapter)
+
 
 RECIPES = {
-    "elmo": Recipe("03_elmo", ELMO_BUDGETS, pretrain_elmo, "elmo_bilm", "train", "valid_loss",
+    "elmo": Recipe("03_elmo", pretrain_elmo, "elmo_bilm", "train", "valid_loss",
                    "biLM loss (mean of both directions)", "bilm", 12_000, "elmo_wikitext2.pt",
                    lambda cfg: cfg["window"], lambda batch: batch[1].numel()),
-    "gpt": Recipe("04_gpt", GPT_BUDGETS, pretrain_gpt, "wiki_gpt", "train", "valid_loss", "loss",
-                  "gpt", 12_000, "gpt_wikitext2.pt", lambda cfg: cfg["model"]["block_size"],
+    "gpt": Recipe("04_gpt", pretrain_gpt, "wiki_gpt", "wiki_train", "valid_loss", "loss",
+                  "gpt", 12_000, "gpt_wikitext2.pt", lambda cfg: cfg["wiki_model"]["block_size"],
                   lambda batch: batch[0].numel()),
     # BERT's pairs vary in length: the attention mask marks the real tokens
-    "bert": Recipe("05_bert", BERT_BUDGETS, pretrain_bert, "bert", "train", "mlm_loss",
+    "bert": Recipe("05_bert", pretrain_bert, "bert", "pretrain", "mlm_loss",
                    "masked-LM loss", "bert_pretraining", 14_000, "bert_wikitext2.pt",
                    lambda cfg: cfg["model"]["max_position"], lambda batch: int(batch[2].sum())),
     # XLNet reads two segments per example, the second with the first as memory
-    "xlnet": Recipe("06_xlnet", XLNET_BUDGETS, pretrain_xlnet, "xlnet", "pretrain",
+    "xlnet": Recipe("06_xlnet", pretrain_xlnet, "xlnet", "pretrain",
                     "valid_loss", "permutation-LM loss", "xlnet_lm", 4_000,
                     "xlnet_wikitext2.pt", lambda cfg: 2 * cfg["seg_len"],
                     lambda batch: sum(segment[0].numel() for segment in batch)),
@@ -353,7 +284,7 @@ RECIPES = {
 # what a recipe needs to know of an objective is its contender class's
 for _key, _contender in h2h.CONTENDERS.items():
     RECIPES[f"h2h_{_key}"] = Recipe(
-        "07_head_to_head", H2H_BUDGETS, partial(pretrain_h2h, _key), f"h2h_{_key}", None,
+        "07_head_to_head", partial(pretrain_h2h, _key), f"h2h_{_key}", None,
         _contender.valid_key, _contender.valid_key_is, _contender.kind, 4_000,
         f"h2h_{_key}_wikitext2.pt", lambda cfg: cfg["sizes"]["context"], None)
 

@@ -25,6 +25,8 @@ from ctxlib.bert import (
     pretraining_batch,
     pretraining_loss,
     sentence_pair,
+    training_batch,
+    validation_batch,
 )
 from ctxlib.tokenizers import BPETokenizer
 
@@ -224,6 +226,13 @@ def test_pretraining_batch_masks_only_ordinary_tokens_of_cls_a_sep_b_sep_pairs()
     # the same seeds give the same batch: a resumed run draws what an uninterrupted one would
     again = pretraining_batch(docs, 64, bpe, 20, random.Random(0), torch.Generator().manual_seed(0))
     assert torch.equal(again[0], ids) and torch.equal(again[3], mlm_labels)
+    assert all(torch.equal(a, b) for a, b in zip(validation_batch(docs, 64, bpe, 20), again))
+    # the training loop's generator seeds the pair sampler too: one generator, one stream
+    first, second = (training_batch(docs, 64, bpe, 20, torch.Generator().manual_seed(7))
+                     for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    other = training_batch(docs, 64, bpe, 20, torch.Generator().manual_seed(8))
+    assert not torch.equal(other[4], first[4])  # other pairs (another seed)
     model = BertForPreTraining(BertConfig(vocab_size=bpe.vocab_size, n_layer=1, n_head=2,
                                           d_model=16, max_position=32, dropout=0.0))
     out = model(ids, segments, attention, mlm_labels=mlm_labels, nsp_labels=nsp_labels)

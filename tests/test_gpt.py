@@ -2,9 +2,18 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from ctxlib.gpt import _CONV1D, GPT, GPTConfig, sample_next_token
+from ctxlib.gpt import (
+    _CONV1D,
+    GPT,
+    GPTConfig,
+    evaluate_lm,
+    lm_loss,
+    sample_next_token,
+    validation_windows,
+)
 
 VOCAB, CONTEXT = 97, 32
 
@@ -261,3 +270,27 @@ def test_classifier_loss_checks_its_labels_and_targets():
     with pytest.raises(ValueError, match="single real token.*lm_weight=0"):
         classifier.loss(x, single, torch.tensor([0, 1]))
     assert torch.isfinite(classifier.loss(x, single, torch.tensor([0, 1]), lm_weight=0))
+
+
+def test_evaluate_lm_scores_the_same_fixed_windows_in_eval_mode():
+    torch.manual_seed(0)
+    stream = torch.randint(0, 50, (2_000,))
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16,
+                          dropout=0.5))
+    windows = validation_windows(stream, 48, 16)
+    assert len(windows) == 3 and windows[0][0].shape == (16, 16)
+    again = validation_windows(stream, 48, 16)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(windows, again))
+    assert torch.equal(windows[0][1][:, :-1], windows[0][0][:, 1:])  # y is x shifted by one
+
+    model.train()
+    score = evaluate_lm(model, windows)["valid_loss"]
+    assert model.training, "evaluate_lm must put the model back in training mode"
+    model.eval()
+    with torch.no_grad():
+        by_hand = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+                      for x, y in windows) / 3
+    assert score == pytest.approx(by_hand, abs=1e-6)  # dropout was off: the same number
+    assert lm_loss(model, windows[0]).item() == pytest.approx(
+        F.cross_entropy(model(windows[0][0]).flatten(0, 1), windows[0][1].flatten()).item(),
+        abs=1e-6)

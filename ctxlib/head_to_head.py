@@ -27,6 +27,7 @@ this), and the functions below read them all the same way:
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -151,8 +152,10 @@ class Contender:
         raise NotImplementedError
 
     # Reading: ids and mask (B, T) on the model's device, in eval mode
-    def layers(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """The input layer and every layer above it, each (B, T, D)."""
+    def layers(self, ids: torch.Tensor, mask: torch.Tensor,
+               model: nn.Module | None = None) -> list[torch.Tensor]:
+        """The input layer and every layer above it, each (B, T, D), of ``model`` (by default
+        the contender's own; fine-tuning reads a copy of it)."""
         raise NotImplementedError
 
     def log_prob(self, ids: torch.Tensor) -> torch.Tensor:
@@ -197,8 +200,8 @@ class CausalLM(Contender):
     def tokens_in(self, batch):
         return batch[0].numel()
 
-    def layers(self, ids, mask):
-        return self.model.hidden_states(ids, all_layers=True)[0]
+    def layers(self, ids, mask, model=None):
+        return (model or self.model).hidden_states(ids, all_layers=True)[0]
 
     def log_prob(self, ids):  # log p(x_t | x_<t) for t >= 1: the first token has no context
         log_probs = self.model(ids)[0].log_softmax(-1)  # (T, V)
@@ -273,9 +276,9 @@ class BiLM(Contender):
     def tokens_in(self, batch):
         return batch[1].numel()
 
-    def layers(self, ids, mask):  # padding must be words of no characters at all
+    def layers(self, ids, mask, model=None):  # padding must be words of no characters at all
         chars = self.spelled.to(ids.device)[ids] * mask[..., None]
-        return self.model(chars)
+        return (model or self.model)(chars)
 
     def log_prob(self, ids):  # the mean of log p(x_t | x_<t) forward and log p(x_t | x_>t)
         rank, spelled = self.rank.to(ids.device), self.spelled.to(ids.device)
@@ -339,7 +342,7 @@ class MaskedLM(Contender):
     def tokens_in(self, batch):
         return int(batch[2].sum())
 
-    def layers(self, ids, mask):  # [CLS] sentence [SEP], as in pretraining
+    def layers(self, ids, mask, model=None):  # [CLS] sentence [SEP], as in pretraining
         B = len(ids)
         lengths = mask.sum(1)
         wrapped = F.pad(ids, (1, 1))
@@ -348,7 +351,7 @@ class MaskedLM(Contender):
         wrapped_mask = F.pad(mask, (1, 1))
         wrapped_mask[:, 0] = 1
         wrapped_mask[torch.arange(B), lengths + 1] = 1
-        states, _ = self.model.bert(wrapped, None, wrapped_mask, all_layers=True)
+        states, _ = (model or self.model).bert(wrapped, None, wrapped_mask, all_layers=True)
         return [h[:, 1:-1] for h in states]
 
     def masked_logits(self, ids: torch.Tensor) -> torch.Tensor:
@@ -410,8 +413,8 @@ class PermutationLM(Contender):
     def tokens_in(self, batch):
         return sum(segment[0].numel() for segment in batch)
 
-    def layers(self, ids, mask):
-        return self.model.xlnet(ids, attention_mask=mask, all_layers=True).hidden
+    def layers(self, ids, mask, model=None):
+        return (model or self.model).xlnet(ids, attention_mask=mask, all_layers=True).hidden
 
     def log_prob(self, ids):  # log p(x_t | x_<t) in the left-to-right order, one of its orders
         T = ids.shape[1]
@@ -634,6 +637,66 @@ def layer_probe_arm(train_layers: Sequence[torch.Tensor], train_labels: Sequence
     return Arm(fit, score, tuple((j, l2) for j in layers for l2 in l2s))
 
 
+class _FineTuning:
+    """Fine-tuning with few labels, for text classification (see ``fine_tune_arm``). Every fit
+    trains a copy of the contender's model, so its own weights are never touched."""
+
+    def __init__(self, contender: Contender, train_ids: list[list[int]], train_y: torch.Tensor,
+                 dev_ids: list[list[int]], dev_y: torch.Tensor, num_classes: int, steps: int,
+                 batch: int):
+        self.contender, self.steps, self.batch = contender, steps, batch
+        self.train_ids, self.train_y, self.dev_ids, self.dev_y = train_ids, train_y, dev_ids, dev_y
+        self.num_classes = num_classes
+        self.width = token_layers(contender, train_ids[:1])[0].shape[-1]
+
+    def fresh(self) -> nn.ModuleDict:
+        """A copy of the contender's model and a new linear classifier, in one container."""
+        head = LayerProbe(1, self.width, self.num_classes, layer=0)
+        model = copy.deepcopy(self.contender.model)
+        return nn.ModuleDict({"model": model, "head": head.to(device_of(model))})
+
+    def logits(self, both: nn.ModuleDict, token_lists: list[list[int]]) -> torch.Tensor:
+        """Class logits (B, classes) from the mean of the top layer's token vectors."""
+        ids, mask = _on(device_of(both), *pad_batch(token_lists, pad_id=0))
+        top = self.contender.layers(ids, mask, model=both["model"])[-1]  # (B, T, D)
+        weights = mask[..., None].to(top.dtype)
+        mean = (top * weights).sum(1) / weights.sum(1)  # (B, D): padding not counted
+        return both["head"](mean[:, None])  # the probe reads (B, 1 layer, D)
+
+    def fit(self, rows: list[int], seed: int, lr: float) -> dict[str, torch.Tensor]:
+        """The tuned weights (model and classifier) after ``steps`` steps on training ``rows``."""
+        seed_everything(seed)
+        both = self.fresh()
+        picked = torch.tensor(rows)
+        size = min(self.batch, len(rows))
+
+        def draw(generator):  # a batch is the rows it holds; train() puts them on the device
+            return picked[torch.randint(len(rows), (size,), generator=generator)]
+
+        def loss(model, chosen):
+            chosen = chosen.tolist()
+            targets = self.train_y[chosen].to(device_of(model))
+            return F.cross_entropy(self.logits(model, [self.train_ids[i] for i in chosen]),
+                                   targets)
+
+        config = TrainConfig(steps=self.steps, lr=lr, warmup_steps=max(1, self.steps // 10),
+                             weight_decay=0.01, seed=seed, progress=False)
+        train(both, draw, loss, config)
+        return {k: v.detach().clone() for k, v in both.state_dict().items()}
+
+    @torch.no_grad()
+    def score(self, tuned: dict[str, torch.Tensor], rows: list[int] | None) -> float:
+        """Accuracy of ``tuned`` on the dev set (``rows=None``) or on training ``rows``."""
+        ids, gold = (self.dev_ids, self.dev_y) if rows is None else (
+            [self.train_ids[i] for i in rows], self.train_y[rows])
+        both = self.fresh()
+        both.load_state_dict(tuned)
+        with _evaluating(both):
+            guesses = torch.cat([self.logits(both, ids[i : i + 64]).argmax(-1).cpu()
+                                 for i in range(0, len(ids), 64)])
+        return (guesses == gold).float().mean().item()
+
+
 def fine_tune_arm(contender: Contender, tokenizer: BPETokenizer, train_texts: Sequence[str],
                   train_labels: Sequence[int], dev_texts: Sequence[str],
                   dev_labels: Sequence[int], num_classes: int, steps: int = 100,
@@ -642,62 +705,13 @@ def fine_tune_arm(contender: Contender, tokenizer: BPETokenizer, train_texts: Se
     classifier (``ctxlib.probes.LayerProbe``) on the mean of its top layer's token vectors
     train together with the shared recipe (``ctxlib.train``: AdamW, warmup, cosine decay),
     ``steps`` steps of ``batch`` texts; the learning rate is chosen from ``lrs`` on the
-    held-out slice. Every fit starts from the contender's own weights and puts them back."""
+    held-out slice. Every fit starts from a copy of the contender's weights."""
     limit = contender.sizes.context - 2
-    train_ids = [tokenizer.encode(t)[:limit] or [0] for t in train_texts]
-    dev_ids = [tokenizer.encode(t)[:limit] or [0] for t in dev_texts]
-    train_y, dev_y = torch.tensor(list(train_labels)), torch.tensor(list(dev_labels))
-    width = token_layers(contender, train_ids[:1])[0].shape[-1]
-    own = {k: v.detach().clone() for k, v in contender.model.state_dict().items()}
-
-    def with_head() -> nn.ModuleDict:  # a container: the chapter's model and the probe
-        head = LayerProbe(1, width, num_classes, layer=0).to(contender.device())
-        return nn.ModuleDict({"model": contender.model, "head": head})
-
-    def logits(both: nn.ModuleDict, token_lists: list[list[int]]) -> torch.Tensor:
-        ids, mask = pad_batch(token_lists, pad_id=0)
-        ids, mask = _on(contender.device(), ids, mask)
-        top = contender.layers(ids, mask)[-1]  # (B, T, D)
-        weights = mask[..., None].to(top.dtype)
-        mean = (top * weights).sum(1) / weights.sum(1)  # (B, D): padding not counted
-        return both["head"](mean[:, None])  # (B, classes); the probe reads (B, 1 layer, D)
-
-    def fit(rows: list[int], seed: int, lr: float) -> dict[str, torch.Tensor]:
-        seed_everything(seed)
-        both = with_head()
-        picked = torch.tensor(rows)
-
-        def draw(generator):
-            return picked[torch.randint(len(rows), (min(batch, len(rows)),), generator=generator)]
-
-        def loss(m, chosen):  # chosen: the batch's rows, which train() put on the device
-            rows = chosen.tolist()
-            targets = train_y[rows].to(contender.device())
-            return F.cross_entropy(logits(m, [train_ids[i] for i in rows]), targets)
-
-        config = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 10),
-                             weight_decay=0.01, seed=seed, progress=False)
-        try:
-            train(both, draw, loss, config)
-            return {k: v.detach().clone() for k, v in both.state_dict().items()}
-        finally:
-            contender.model.load_state_dict(own)
-
-    @torch.no_grad()
-    def score(tuned: dict[str, torch.Tensor], rows: list[int] | None) -> float:
-        ids, gold = (dev_ids, dev_y) if rows is None else (
-            [train_ids[i] for i in rows], train_y[rows])
-        both = with_head()
-        both.load_state_dict(tuned)
-        try:
-            with _evaluating(both):
-                guesses = torch.cat([logits(both, ids[i : i + 64]).argmax(-1).cpu()
-                                     for i in range(0, len(ids), 64)])
-        finally:
-            contender.model.load_state_dict(own)
-        return (guesses == gold).float().mean().item()
-
-    return Arm(fit, score, tuple(lrs))
+    tuning = _FineTuning(
+        contender, [tokenizer.encode(t)[:limit] or [0] for t in train_texts],
+        torch.tensor(list(train_labels)), [tokenizer.encode(t)[:limit] or [0] for t in dev_texts],
+        torch.tensor(list(dev_labels)), num_classes, steps, batch)
+    return Arm(tuning.fit, tuning.score, tuple(lrs))
 
 
 # --- What each can do: score, fill in, generate -------------------------------------------------

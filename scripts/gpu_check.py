@@ -96,7 +96,7 @@ def tokens_per_step(chapter: str) -> int | None:
     for name, recipe in RECIPES.items():
         if recipe.chapter == chapter and not name.startswith("h2h_"):
             cfg = recipe.budgets["gpu"]
-            return cfg["batch"] * recipe.context(cfg)
+            return cfg[recipe.batch_key] * recipe.context(cfg)
     if chapter == "07_head_to_head":
         cfg = RECIPES["h2h_causal"].budgets["gpu"]
         return cfg["sizes"]["batch"] * cfg["sizes"]["context"]

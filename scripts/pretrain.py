@@ -257,6 +257,7 @@ class Recipe:
     context: Callable[[dict], int]  # tokens a training example reads, from the cpu budget
     tokens_in: Callable[[Any], int] | None  # tokens (padding not counted) in one training
     # batch; chapter 7's contenders bring their own (Run.tokens_in)
+    batch_key: str = "batch"  # where the budget keeps the pretraining batch's size
 
     @property
     def budgets(self) -> dict[str, dict]:
@@ -269,7 +270,7 @@ RECIPES = {
                    lambda cfg: cfg["window"], lambda batch: batch[1].numel()),
     "gpt": Recipe("04_gpt", pretrain_gpt, "wiki_gpt", "wiki_train", "valid_loss", "loss",
                   "gpt", 12_000, "gpt_wikitext2.pt", lambda cfg: cfg["wiki_model"]["block_size"],
-                  lambda batch: batch[0].numel()),
+                  lambda batch: batch[0].numel(), batch_key="wiki_batch"),
     # BERT's pairs vary in length: the attention mask marks the real tokens
     "bert": Recipe("05_bert", pretrain_bert, "bert", "pretrain", "mlm_loss",
                    "masked-LM loss", "bert_pretraining", 14_000, "bert_wikitext2.pt",
@@ -314,7 +315,7 @@ def export_course_checkpoint(run: Run, budget: str, model_name: str,
         "steps": steps,
         "batch": settings["batch"],
         "block_size": context,
-        "tokens_seen": round(steps * (tokens_per_step or cfg["batch"] * context)),
+        "tokens_seen": round(steps * (tokens_per_step or settings["batch"] * context)),
         "lr": train_cfg["lr"],
         "warmup_steps": train_cfg["warmup_steps"],
         "wall_seconds": round(sum(history.seconds), 1),

@@ -813,6 +813,11 @@ def check_published_finetune(path=None) -> None:
             _not_graded(f"this run was capped at {blob['capped_by']} steps by "
                         "CTXLIB_MAX_STEPS.")
             return
+        if blob.get("budget") != "gpu":  # BERT-base's features on a CPU: a smoke or cpu run
+            _not_graded(f"the target {handin.FINETUNE_TARGET} is for the gpu budget, and this "
+                        f"file was written under the {blob.get('budget')} budget: run the "
+                        "exercise's cells with CTXLIB_BUDGET=gpu on a GPU.")
+            return
         score = handin.rescore_finetune(blob, labels, len(load_sst2("train")))
     except handin.HandInProblem as problem:
         _fail(str(problem))

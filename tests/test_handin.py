@@ -173,8 +173,10 @@ def test_a_run_capped_for_a_code_path_test_is_not_graded(tmp_path, monkeypatch, 
 
 
 def test_the_published_fine_tuning_is_scored_again_from_its_features_and_classifier(
-        tmp_path, capsys):
+        tmp_path, capsys, monkeypatch):
     from ctxlib.data import load_sst2
+
+    monkeypatch.setenv("CTXLIB_BUDGET", "gpu")  # the exercise's budget; a cpu run: below
 
     dev = [label for _, label in load_sst2("dev")]
     labels = torch.tensor(dev)
@@ -208,3 +210,12 @@ def test_the_published_fine_tuning_is_scored_again_from_its_features_and_classif
     (tmp_path / "typed.pt").write_bytes(b"accuracy = 0.95")
     with pytest.raises(checks.ExerciseFailed, match="not exercise 8.1's file"):
         checks.check_published_finetune(tmp_path / "typed.pt")
+
+    classifier.weight.data[[0, 1]] = classifier.weight.data[[1, 0]]  # right on 90% again
+    monkeypatch.setenv("CTXLIB_BUDGET", "cpu")
+    cpu = handin.save_finetune(range(1000), features, classifier, tmp_path / "cpu.pt")
+    capsys.readouterr()
+    checks.check_published_finetune(cpu)
+    printed = capsys.readouterr()  # "Not graded" goes to stderr: no points
+    assert "Not graded: the target 0.85 is for the gpu budget" in printed.err
+    assert "Correct!" not in printed.out

@@ -104,11 +104,17 @@ def encode_words(tokenizer, words: list[str]) -> tuple[list[int], list[int]]:
     """Encode a sentence given as words, recording which word each token comes from.
 
     Every word but the first gets a leading space, as it had in running text (byte-level BPE
-    learned its merges on words with their spaces). Returns ``(ids, word_ids)``.
+    learned its merges on words with their spaces). ``tokenizer`` is the course's or a
+    ``transformers`` one (then without its special tokens: the caller adds [CLS] and [SEP]
+    where its model wants them). Returns ``(ids, word_ids)``.
     """
     ids, word_ids = [], []
     for index, word in enumerate(words):
-        pieces = tokenizer.encode(word if index == 0 else " " + word)
+        text = word if index == 0 else " " + word
+        if hasattr(tokenizer, "add_special_tokens"):  # a transformers tokenizer
+            pieces = tokenizer.encode(text, add_special_tokens=False)
+        else:
+            pieces = tokenizer.encode(text)
         ids.extend(pieces)
         word_ids.extend([index] * len(pieces))
     return ids, word_ids

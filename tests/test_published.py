@@ -146,3 +146,17 @@ def test_a_stand_in_loads_like_the_published_checkpoint_and_matches_its_referenc
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="no stand-in tokenizer"):
         published.stand_in_tokenizer("t5", TEXTS)
+
+
+@pytest.mark.parametrize("make", [_bpe_tokenizer, _wordpiece_tokenizer])
+def test_encode_words_reads_a_published_tokenizer_without_its_special_tokens(make):
+    from ctxlib.batches import encode_words
+
+    tokenizer = make()
+    words = SENTENCE.split()
+    ids, owner = encode_words(tokenizer, words)
+    assert ids == tokenizer.encode(SENTENCE, add_special_tokens=False)  # no [CLS] / [SEP]
+    assert owner == sorted(owner) and set(owner) == set(range(len(words)))
+    for k, word in enumerate(words):  # each word's tokens spell it again
+        pieces = [i for i, o in zip(ids, owner) if o == k]
+        assert tokenizer.decode(pieces).strip().lower() == word.lower()

@@ -5,6 +5,7 @@ never empty, never an error, never the smoke budget.
 """
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -210,3 +211,16 @@ def test_stored_outputs_show_no_path_of_the_machine_that_ran_them(path):
         for output in cell.get("outputs", []):
             text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
             assert str(ROOT) not in text, f"{ROOT} in the output of: {cell.source[:80]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_table_is_text_wider_than_the_page(path):
+    """A table wider than the code (88 columns) is shown as an HTML table (ctxlib.protocol's
+    ``Table``), which fits the page; printed as text, the book would wrap it out of line."""
+    column_gap = re.compile(r"\S {3,}(?=\S)")
+    for cell in code_cells(read(path)):
+        for output in cell.get("outputs", []):
+            for line in output.get("text", "").splitlines():
+                assert not (len(line) > 88 and len(column_gap.findall(line)) >= 3), (
+                    f"{path.name}: a table printed as text, wider than the page: {line[:100]!r} "
+                    f"(from {cell.source[:60]!r}); show it with ctxlib.protocol.Table")

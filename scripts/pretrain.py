@@ -258,6 +258,7 @@ class Recipe:
     tokens_in: Callable[[Any], int] | None  # tokens (padding not counted) in one training
     # batch; chapter 7's contenders bring their own (Run.tokens_in)
     batch_key: str = "batch"  # where the budget keeps the pretraining batch's size
+    model_key: str = "model"  # and the model's sizes (chapter 7: in "sizes")
 
     @property
     def budgets(self) -> dict[str, dict]:
@@ -270,7 +271,8 @@ RECIPES = {
                    lambda cfg: cfg["window"], lambda batch: batch[1].numel()),
     "gpt": Recipe("04_gpt", pretrain_gpt, "wiki_gpt", "wiki_train", "valid_loss", "loss",
                   "gpt", 12_000, "gpt_wikitext2.pt", lambda cfg: cfg["wiki_model"]["block_size"],
-                  lambda batch: batch[0].numel(), batch_key="wiki_batch"),
+                  lambda batch: batch[0].numel(), batch_key="wiki_batch",
+                  model_key="wiki_model"),
     # BERT's pairs vary in length: the attention mask marks the real tokens
     "bert": Recipe("05_bert", pretrain_bert, "bert", "pretrain", "mlm_loss",
                    "masked-LM loss", "bert_pretraining", 14_000, "bert_wikitext2.pt",
@@ -305,7 +307,7 @@ def export_course_checkpoint(run: Run, budget: str, model_name: str,
     history, key = run.history, recipe.valid_key
     # what the run recorded of itself (its TrainConfig, its settings), else its budget's
     train_cfg = history.run.get("config") or cfg[recipe.train_key]
-    settings = history.run.get("settings") or cfg
+    settings = history.run.get("settings") or {"batch": cfg[recipe.batch_key]}
     steps = history.steps[-1]
     context = recipe.context(cfg)
     info = {

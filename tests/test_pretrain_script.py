@@ -28,7 +28,7 @@ def test_the_script_reads_each_chapters_budgets_from_its_notebook():
                 assert {"steps", "lr", "warmup_steps"} <= set(cfg[recipe.train_key]), name
             assert recipe.context(cfg) > 0, (name, budget)
             if not name.startswith("h2h_"):  # chapter 7 keeps its batch in its sizes
-                assert cfg[recipe.batch_key] >= 1, (name, budget)
+                assert cfg[recipe.batch_key] >= 1 and cfg[recipe.model_key], (name, budget)
 
 
 def test_the_head_to_head_rates_are_the_ones_its_cpu_sweep_chose():

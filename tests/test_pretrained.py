@@ -97,10 +97,11 @@ def test_the_shipped_checkpoint_is_the_chapters_model_pretrained_longer(name):
         assert loaded.info["lr"] == H2H_LRS[key]
         assert ("token_order" in loaded.info) == (key == "bilm")
     else:
-        config = {k: getattr(loaded.model.config, k) for k in cpu["model"]}
-        assert config == cpu["model"]
+        config = {k: getattr(loaded.model.config, k) for k in cpu[recipe.model_key]}
+        assert config == cpu[recipe.model_key]
         train = cpu[recipe.train_key]
-        assert loaded.info["lr"] == train["lr"] and loaded.info["batch"] == cpu["batch"]
+        assert loaded.info["lr"] == train["lr"]
+        assert loaded.info["batch"] == cpu[recipe.batch_key]
     if "bpe_vocab" in cpu:
         assert loaded.tokenizer.vocab_size == cpu["bpe_vocab"]
     else:  # ELMo predicts WikiText-2's words

@@ -459,7 +459,6 @@ def parameter_counts(contender: Contender) -> dict[str, int]:
             "output and heads": total - encoder - context, "total": total}
 
 
-@torch.no_grad()
 def _on(device: torch.device, *tensors):
     return tuple(t.to(device) for t in tensors)
 

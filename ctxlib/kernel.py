@@ -57,20 +57,20 @@ def _in_slices(get_msg, on_missed_wakeup):
     return get_msg_in_slices
 
 
+def _warn_missed_wakeup() -> None:
+    """Say that a slice's last poll found a message no wake-up had announced: how often the
+    lost wake-up happens shows in a run's warnings."""
+    warnings.warn("a kernel message was waiting unnoticed (a lost wake-up); polling again "
+                  "found it within a second", RuntimeWarning, stacklevel=2)
+
+
 class _SlicedPollClient(NotebookClient):
     """A ``NotebookClient`` whose shell and IOPub channels wait in slices of a second."""
-
-    missed_wakeups = 0  # messages that were waiting when a slice ran out: lost wake-ups
-
-    def _count_missed_wakeup(self) -> None:
-        self.missed_wakeups += 1
-        warnings.warn("a kernel message was waiting unnoticed (a lost wake-up); polling again "
-                      "found it within a second", RuntimeWarning, stacklevel=2)
 
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
         for channel in (kc.shell_channel, kc.iopub_channel):
-            channel.get_msg = _in_slices(channel.get_msg, self._count_missed_wakeup)
+            channel.get_msg = _in_slices(channel.get_msg, _warn_missed_wakeup)
         return kc
 
     start_new_kernel_client = run_sync(async_start_new_kernel_client)  # setup_kernel's path

@@ -81,6 +81,7 @@ class Run(NamedTuple):
     tokens_in: Callable[[Any], int] | None = None  # where the recipe has none of its own
     info: dict[str, Any] | None = None  # what the course checkpoint must also record
 
+
 @cache
 def budgets_of(chapter: str) -> dict[str, dict]:
     """The smoke, cpu and gpu budgets of ``notebooks/<chapter>.ipynb``'s budget cell."""
@@ -113,7 +114,7 @@ def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss
 
 def pretrain_gpt(budget: str, steps: int | None = None):
     """Chapter 4's WikiText-2 GPT under ``budget``."""
-    cfg = budgets_of("04_gpt")[budget]
+    cfg = RECIPES["gpt"].budgets[budget]
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
     config = gpt_lib.GPTConfig(vocab_size=bpe.vocab_size, **cfg["wiki_model"])
     ctxlib.seed_everything(0)
@@ -136,7 +137,7 @@ def pretrain_gpt(budget: str, steps: int | None = None):
 def pretrain_bert(budget: str, steps: int | None = None):
     """Chapter 5's WikiText-2 BERT under ``budget`` (masked LM + next-sentence prediction, the
     notebook's pairs and masks; validation: MLM loss and NSP accuracy on a fixed sample)."""
-    cfg = budgets_of("05_bert")[budget]
+    cfg = RECIPES["bert"].budgets[budget]
     train_articles = ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"])
     valid_articles = ctxlib.data.wikitext2_sentences("valid")
     bpe = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
@@ -164,7 +165,7 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
     """Chapter 6's WikiText-2 XLNet under ``budget`` (the permutation LM on two segments, the
     second reading the first as memory; validation: the same loss on fixed windows and
     orders)."""
-    cfg = budgets_of("06_xlnet")[budget]
+    cfg = RECIPES["xlnet"].budgets[budget]
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
     seg_len = cfg["seg_len"]
     num_predict = seg_len // cfg["predict_every"]
@@ -193,7 +194,7 @@ def pretrain_elmo(budget: str, steps: int | None = None):
     """Chapter 3's WikiText-2 biLM under ``budget`` (characters in, WikiText-2's closed word
     vocabulary out, both directions; validation: perplexity of each direction on consecutive
     windows)."""
-    cfg = budgets_of("03_elmo")[budget]
+    cfg = RECIPES["elmo"].budgets[budget]
     wiki = ctxlib.data.load_wikitext2("train")
     words = wiki.split()
     if cfg["wiki_words"]:
@@ -226,7 +227,7 @@ def pretrain_h2h(key: str, budget: str, steps: int | None = None) -> Run:
     """Chapter 7's contender ``key`` (one of ``h2h.OBJECTIVES``) under ``budget``, at the rate
     its cpu sweep chose. With more ``steps`` than the budget's, warmup and evaluations keep
     their share of the run."""
-    cfg = budgets_of("07_head_to_head")[budget]
+    cfg = RECIPES[f"h2h_{key}"].budgets[budget]
     text = h2h.shared_text(cfg["bpe_vocab"], cfg["articles"])
     contender = h2h.build(key, text, h2h.Sizes(**cfg["sizes"]))
     steps = steps or cfg["steps"]

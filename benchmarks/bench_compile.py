@@ -42,7 +42,7 @@ def gpt_case(generator: torch.Generator):
         return ids[:, :-1], ids[:, 1:]
 
     def loss(m, b):
-        return m(b[0], targets=b[1])[1]
+        return m(b[0], targets=b[1]).loss
 
     return model, batch, loss, cfg["train"]["steps"]
 

@@ -97,7 +97,7 @@ def main() -> None:
 
     def our_step(model, x, y):
         with amp:
-            _, loss = model(x, targets=y)
+            loss = model(x, targets=y).loss
         return loss
 
     def reference_step(model, x, y):

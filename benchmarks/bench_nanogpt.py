@@ -70,7 +70,8 @@ def same_function(ours: GPT, theirs: nn.Module, x: torch.Tensor, y: torch.Tensor
     """The largest difference between the two models' logits, and stop if the losses differ."""
     ours.eval(), theirs.eval()
     with torch.no_grad():
-        our_logits, our_loss = ours(x, targets=y)
+        out = ours(x, targets=y)
+        our_logits, our_loss = out.logits, out.loss
         their_logits, their_loss = theirs(x, y)
     ours.train(), theirs.train()
     difference = (our_logits - their_logits).abs().max().item()
@@ -107,7 +108,7 @@ def main() -> None:
     their_optimizer = theirs.configure_optimizers(WEIGHT_DECAY, LR, BETAS, "cpu")
 
     def ctxlib_step(model, x, y):
-        return model(x, targets=y)[1]
+        return model(x, targets=y).loss
 
     def nanogpt_step(model, x, y):
         return model(x, y)[1]

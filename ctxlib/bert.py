@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets
-from ctxlib.layers import TransformerBlock
+from ctxlib.layers import ModelOutput, TransformerBlock
 from ctxlib.runtime import device_of
 
 
@@ -67,6 +66,16 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+@dataclass
+class BertOutput(ModelOutput):
+    """``ModelOutput`` with BERT's extras: the pooled [CLS] vector and next-sentence results."""
+
+    pooled: torch.Tensor | None = None  # (B, C): tanh(dense([CLS]'s top vector))
+    nsp_logits: torch.Tensor | None = None  # (B, 2): index 0 = "B follows A", 1 = "B is random"
+    mlm_loss: torch.Tensor | None = None  # given mlm_labels
+    nsp_loss: torch.Tensor | None = None  # given nsp_labels
+
+
 class Bert(nn.Module):
     """The encoder: embeddings, n_layer post-LN Transformer blocks, and the pooler (a dense layer
     and tanh on the [CLS] position, which the next-sentence head and classifiers read)."""
@@ -84,10 +93,11 @@ class Bert(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, all_layers: bool = False):
+                attention_mask: torch.Tensor | None = None, all_layers: bool = False) -> BertOutput:
         """input_ids, token_type_ids, attention_mask: (B, T) (segments default to all 0, the
-        mask to all 1) -> (hidden (B, T, C), pooled (B, C)). With ``all_layers=True`` the first
-        item is the list of the embeddings' output and every block's, n_layer + 1 tensors."""
+        mask to all 1) -> ``last_hidden_state`` (B, T, C) and ``pooled`` (B, C). With
+        ``all_layers=True``, also ``hidden_states``: the embeddings' output and every block's,
+        n_layer + 1 tensors (B, T, C). An encoder has no ``logits``: its heads add them."""
         token_type_ids, attention_mask = self._check(input_ids, token_type_ids, attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
         layers = [x]
@@ -95,7 +105,8 @@ class Bert(nn.Module):
             x = block(x, attention_mask)
             layers.append(x)
         pooled = torch.tanh(self.pooler(x[:, 0]))  # (B, C): the [CLS] position
-        return (layers if all_layers else x), pooled
+        return BertOutput(last_hidden_state=x, hidden_states=layers if all_layers else None,
+                          pooled=pooled)
 
     @torch.no_grad()
     def attention_weights(self, input_ids, token_type_ids=None, attention_mask=None):
@@ -135,14 +146,6 @@ class Bert(nn.Module):
         return model
 
 
-class PreTrainingOutput(NamedTuple):
-    mlm_logits: torch.Tensor  # (B, T, V), or (number of masked positions, V) given mlm_labels
-    nsp_logits: torch.Tensor  # (B, 2): index 0 = "B follows A", 1 = "B is random"
-    loss: torch.Tensor | None  # MLM loss + NSP loss, when labels are given
-    mlm_loss: torch.Tensor | None
-    nsp_loss: torch.Tensor | None
-
-
 class BertForPreTraining(nn.Module):
     """BERT with its two pretraining heads: masked-LM (a dense layer, GELU, LayerNorm, then the
     output layer tied to the input embeddings) and next-sentence prediction (on the pooler)."""
@@ -164,10 +167,13 @@ class BertForPreTraining(nn.Module):
         return h @ self.bert.embeddings.word.weight.T + self.mlm_bias
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, mlm_labels=None,
-                nsp_labels=None) -> PreTrainingOutput:
-        """With ``mlm_labels`` (B, T), IGNORE_INDEX at every position not chosen for masking,
-        logits and loss cover the chosen positions only: padding and unchosen positions never
-        enter the mean. ``nsp_labels`` (B,): 0 if B follows A, 1 if B is random."""
+                nsp_labels=None) -> BertOutput:
+        """-> ``logits``, the masked-LM scores (B, T, V), and ``nsp_logits`` (B, 2), with the
+        encoder's ``last_hidden_state`` and ``pooled``. With ``mlm_labels`` (B, T), IGNORE_INDEX
+        at every position not chosen for masking, logits and loss cover the chosen positions
+        only, ``logits`` (number chosen, V): padding and unchosen positions never enter the
+        mean. ``nsp_labels`` (B,): 0 if B follows A, 1 if B is random. ``loss`` is the sum of
+        the losses given labels (``mlm_loss`` + ``nsp_loss``)."""
         # Labels are checked before the encoder runs: a bad batch should not cost a forward pass.
         if mlm_labels is not None:
             if mlm_labels.shape != input_ids.shape:
@@ -179,21 +185,21 @@ class BertForPreTraining(nn.Module):
                                "batches, and check the maskable positions given to mask_tokens")
         if nsp_labels is not None:
             check_targets(nsp_labels, 2, "nsp_labels")
-        hidden, pooled = self.bert(input_ids, token_type_ids, attention_mask)
-        nsp_logits = self.nsp(pooled)
-        mlm_loss = nsp_loss = None
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        hidden = out.last_hidden_state  # (B, T, C)
+        out.nsp_logits = self.nsp(out.pooled)  # (B, 2)
         if mlm_labels is not None:
             chosen = mlm_labels != IGNORE_INDEX  # (B, T)
             # Scoring only the chosen ~15% of positions saves most of the output layer's cost.
-            mlm_logits = self.mlm_logits(hidden[chosen])  # (N chosen, V)
-            mlm_loss = F.cross_entropy(mlm_logits, mlm_labels[chosen])
+            out.logits = self.mlm_logits(hidden[chosen])  # (N chosen, V)
+            out.mlm_loss = F.cross_entropy(out.logits, mlm_labels[chosen])
         else:
-            mlm_logits = self.mlm_logits(hidden)  # (B, T, V)
+            out.logits = self.mlm_logits(hidden)  # (B, T, V)
         if nsp_labels is not None:
-            nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
-        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
-        loss = sum(losses) if losses else None
-        return PreTrainingOutput(mlm_logits, nsp_logits, loss, mlm_loss, nsp_loss)
+            out.nsp_loss = F.cross_entropy(out.nsp_logits, nsp_labels)
+        losses = [x for x in (out.mlm_loss, out.nsp_loss) if x is not None]
+        out.loss = sum(losses) if losses else None
+        return out
 
     @classmethod
     def from_huggingface(cls, hf_model) -> BertForPreTraining:
@@ -224,19 +230,30 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(config.d_model, num_labels)
         self.classifier.apply(_init_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        """-> logits (B, num_labels)."""
-        _, pooled = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(pooled))
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> BertOutput:
+        """-> ``logits`` (B, num_labels), with the encoder's outputs."""
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        out.logits = self.classifier(self.dropout(out.pooled))
+        return out
 
 
 class BertForTokenClassification(BertForSequenceClassification):
     """A label per token (tagging, NER): dropout and a linear layer on every hidden state."""
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
-        """-> logits (B, T, num_labels)."""
-        hidden, _ = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(hidden))
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> BertOutput:
+        """-> ``logits`` (B, T, num_labels), with the encoder's outputs."""
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        out.logits = self.classifier(self.dropout(out.last_hidden_state))
+        return out
+
+
+@dataclass
+class SpanOutput(BertOutput):
+    """A score for each token being the answer's first (``start_logits``) and last
+    (``end_logits``) token, each (B, T)."""
+
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -249,11 +266,12 @@ class BertForQuestionAnswering(nn.Module):
         self.span = nn.Linear(config.d_model, 2)
         self.span.apply(_init_weights)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
-        """-> (start logits (B, T), end logits (B, T))."""
-        hidden, _ = self.bert(input_ids, token_type_ids, attention_mask)
-        start, end = self.span(hidden).unbind(dim=-1)
-        return start, end
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None) -> SpanOutput:
+        """-> ``start_logits`` and ``end_logits``, each (B, T), with the encoder's outputs."""
+        out = self.bert(input_ids, token_type_ids, attention_mask)
+        start, end = self.span(out.last_hidden_state).unbind(dim=-1)
+        return SpanOutput(last_hidden_state=out.last_hidden_state, pooled=out.pooled,
+                          start_logits=start, end_logits=end)
 
 
 def load_encoder(task_model: nn.Module, pretrained: BertForPreTraining) -> nn.Module:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
+from ctxlib.layers import ModelOutput
 from ctxlib.runtime import device_of
 
 # Character ids: 0 pads, bytes of the UTF-8 word are 1..256, then begin- and end-of-word marks.
@@ -172,6 +173,16 @@ class LSTMStack(nn.Module):
         return outputs
 
 
+@dataclass
+class BiLMOutput(ModelOutput):
+    """``hidden_states``: the L+1 layers that ELMo mixes, each (B, T, 2d), and the top one as
+    ``last_hidden_state``; given word ids, ``loss`` (the mean of the two directions') and each
+    direction's. No ``logits``: the adaptive softmax scores only the words it needs."""
+
+    forward_loss: torch.Tensor | None = None  # nats per word, the forward LM
+    backward_loss: torch.Tensor | None = None  # nats per word, the backward LM
+
+
 class BiLM(nn.Module):
     """Forward and backward LSTM language models over a shared token encoder and a shared
     softmax. ``forward`` returns the L+1 layers that ELMo mixes."""
@@ -226,21 +237,37 @@ class BiLM(nn.Module):
         keep = mask.unsqueeze(-1)
         return x, [h * keep for h in forward], [h * keep for h in backward], mask
 
-    def forward(self, char_ids: torch.Tensor) -> list[torch.Tensor]:
-        """char_ids (B, T, C) -> L+1 tensors (B, T, 2d): layer 0 is the token encoding twice
-        ``[x; x]``, layer j is ``[forward_j; backward_j]``. Zero at padding."""
-        x, forward, backward, _ = self.directions(char_ids)
-        return [torch.cat([x, x], dim=-1)] + [torch.cat(fb, dim=-1) for fb in zip(forward, backward)]
+    def forward(self, char_ids: torch.Tensor, word_ids: torch.Tensor | None = None) -> BiLMOutput:
+        """char_ids (B, T, C) -> ``hidden_states``, L+1 tensors (B, T, 2d): layer 0 is the token
+        encoding twice ``[x; x]``, layer j is ``[forward_j; backward_j]``, zero at padding. With
+        ``word_ids`` (B, T), also the losses (see ``lm_losses``)."""
+        if word_ids is not None:  # checked first: a bad batch should not cost a forward pass
+            self._check_word_ids(char_ids, word_ids)
+        x, forward, backward, mask = self.directions(char_ids)
+        layers = [torch.cat([x, x], dim=-1)] + [torch.cat(fb, dim=-1)
+                                                for fb in zip(forward, backward)]
+        out = BiLMOutput(last_hidden_state=layers[-1], hidden_states=layers)
+        if word_ids is not None:
+            out.forward_loss, out.backward_loss = self._losses(forward, backward, mask, word_ids)
+            out.loss = (out.forward_loss + out.backward_loss) / 2
+        return out
 
     def lm_losses(self, char_ids: torch.Tensor, word_ids: torch.Tensor):
         """Mean negative log-likelihood (nats per word) of each direction: the forward top layer
         at t predicts word t+1, the backward top layer at t predicts word t-1.
 
-        char_ids (B, T, C), word_ids (B, T) -> (forward loss, backward loss), scalars."""
+        char_ids (B, T, C), word_ids (B, T) -> (forward loss, backward loss), scalars: the
+        losses of ``forward(char_ids, word_ids)`` without building its layers, for training."""
+        self._check_word_ids(char_ids, word_ids)
+        _, forward, backward, mask = self.directions(char_ids)
+        return self._losses(forward, backward, mask, word_ids)
+
+    def _check_word_ids(self, char_ids, word_ids) -> None:
         if word_ids.shape != char_ids.shape[:2]:
             raise ValueError(f"word_ids {tuple(word_ids.shape)} must match char_ids' "
                              f"(batch, time) {tuple(char_ids.shape[:2])}.")
-        _, forward, backward, mask = self.directions(char_ids)
+
+    def _losses(self, forward, backward, mask, word_ids):
         # the ids at padding positions are never used, so only the real ones are checked
         check_ids(word_ids[mask], self.config.vocab_size, "word ids")
         forward_targets, backward_targets = shifted_targets(word_ids, mask)
@@ -365,7 +392,7 @@ def embed_sentences(bilm: BiLM, sentences: list[list[str]], batch_size: int = 64
     starts = range(0, len(order), batch_size)
     for start in progress(starts, desc="ELMo features", disable=not show_progress):
         rows = order[start : start + batch_size]
-        layers = bilm(chars.sentences([sentences[i] for i in rows]).to(device))
+        layers = bilm(chars.sentences([sentences[i] for i in rows]).to(device)).hidden_states
         stacked = torch.stack(layers, dim=1).cpu()  # (B, L+1, T, 2d)
         for b, i in enumerate(rows):
             out[i] = stacked[b, :, : len(sentences[i])]

@@ -22,10 +22,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_targets, lm_windows
+from ctxlib.layers import ModelOutput
 from ctxlib.runtime import device_of
 
 # The key/value cache of one layer: keys and values of every position seen so far, (B, H, T, D).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class GPTOutput(ModelOutput):
+    """``logits``, ``loss``, ``last_hidden_state``, ``hidden_states`` (see ``ModelOutput``), and
+    the key/value cache when asked for one."""
+
+    past: list[LayerCache] | None = None  # with use_cache=True: pass back as past=out.past
 
 
 @dataclass
@@ -122,7 +131,7 @@ def _within(ids: torch.Tensor, size: int) -> bool:
 
 
 class GPT(nn.Module):
-    """The GPT-2 language model. ``model(input_ids)`` gives logits (B, T, V)."""
+    """The GPT-2 language model. ``model(input_ids).logits`` is (B, T, V)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -172,14 +181,11 @@ class GPT(nn.Module):
                 "was the text encoded with the tokenizer this model was trained with?"
             )
 
-    def hidden_states(
+    def _body(
         self, input_ids: torch.Tensor, past: list[LayerCache] | None = None,
-        all_layers: bool = False,
-    ) -> tuple[torch.Tensor, list[LayerCache]]:
-        """The final hidden states (B, T, C), after ``ln_f``, and the key/value cache. With
-        ``all_layers=True`` the first item is the list of the embeddings' output and every
-        block's, n_layer + 1 tensors (B, T, C), the last one after ``ln_f`` (as Hugging Face's
-        ``output_hidden_states``)."""
+    ) -> tuple[list[torch.Tensor], list[LayerCache]]:
+        """The embeddings' output and every block's, n_layer + 1 tensors (B, T, C), the last one
+        after ``ln_f``; and the new key/value cache, one ``(keys, values)`` pair per layer."""
         past_length = past[0][0].size(2) if past else 0
         self._check_input(input_ids, past_length)
         T = input_ids.size(1)
@@ -191,7 +197,7 @@ class GPT(nn.Module):
             layers.append(x)
             presents.append(present)
         layers[-1] = self.ln_f(x)
-        return (layers if all_layers else layers[-1]), presents
+        return layers, presents
 
     def forward(
         self,
@@ -199,12 +205,16 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         past: list[LayerCache] | None = None,
         use_cache: bool = False,
-    ):
+        all_layers: bool = False,
+    ) -> GPTOutput:
         """input_ids: (B, T) token ids; targets: (B, T) next-token ids (-100 = ignore).
 
-        Returns the logits (B, T, V); with ``targets``, ``(logits, loss)``; with
-        ``use_cache=True``, also the new key/value cache as the last element (one
-        ``(keys, values)`` pair per layer, to pass back as ``past`` for the next tokens).
+        Returns a ``GPTOutput``: ``logits`` (B, T, V) and ``last_hidden_state`` (B, T, C), after
+        ``ln_f``; ``loss`` with ``targets``; with ``use_cache=True``, ``past``, the new
+        key/value cache (one ``(keys, values)`` pair per layer, to pass back as ``past`` for the
+        next tokens); with ``all_layers=True``, ``hidden_states``, the embeddings' output and
+        every block's, n_layer + 1 tensors (B, T, C) (as Hugging Face's
+        ``output_hidden_states``).
         """
         if targets is not None:  # checked first: a bad target should not cost a forward pass
             if targets.shape != input_ids.shape:
@@ -214,17 +224,17 @@ class GPT(nn.Module):
                 )
             check_targets(targets, self.config.vocab_size, "next-token targets",
                           hint="give at least one token with a target, and check the masking")
-        hidden, presents = self.hidden_states(input_ids, past)
-        logits = self.lm_head(hidden)  # (B, T, V)
-
-        outputs: tuple = (logits,)
+        layers, presents = self._body(input_ids, past)
+        hidden = layers[-1]  # (B, T, C)
+        out = GPTOutput(logits=self.lm_head(hidden), last_hidden_state=hidden)  # logits (B, T, V)
         if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
-                                   ignore_index=IGNORE_INDEX)
-            outputs += (loss,)
+            out.loss = F.cross_entropy(out.logits.flatten(0, 1).float(), targets.flatten(),
+                                       ignore_index=IGNORE_INDEX)
         if use_cache:
-            outputs += (presents,)
-        return outputs[0] if len(outputs) == 1 else outputs
+            out.past = presents
+        if all_layers:
+            out.hidden_states = layers
+        return out
 
     @torch.no_grad()
     def generate(
@@ -277,9 +287,10 @@ class GPT(nn.Module):
                 cache = None  # the context is full: slide the window without a cache
                 feed = sequence[:, -block_size:]
             if use_cache:
-                logits, cache = self(feed, past=cache, use_cache=True)
+                out = self(feed, past=cache, use_cache=True)
+                logits, cache = out.logits, out.past
             else:
-                logits = self(sequence[:, -block_size:])
+                logits = self(sequence[:, -block_size:]).logits
             next_token = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, generator)
             tokens.append(next_token)
             sequence = torch.cat([sequence, next_token], dim=1)
@@ -339,7 +350,7 @@ def lm_loss(model: GPT, batch) -> torch.Tensor:
     """The next-token loss of a batch ``(x, y)`` of ``lm_windows`` (each (B, T)), moved to the
     model's device: nats per token."""
     x, y = (t.to(device_of(model)) for t in batch)
-    return model(x, targets=y)[1]
+    return model(x, targets=y).loss
 
 
 def validation_windows(token_ids: torch.Tensor, windows: int, block_size: int,
@@ -363,6 +374,13 @@ def evaluate_lm(model: GPT, batches: list) -> dict[str, float]:
     return {"valid_loss": loss}
 
 
+@dataclass
+class GPTClassifierOutput(ModelOutput):
+    """The class ``logits`` and, with labels, the ``loss``; and the LM's logits."""
+
+    lm_logits: torch.Tensor | None = None  # (B, T, V), for the auxiliary language-model loss
+
+
 class GPTForClassification(nn.Module):
     """GPT-1's recipe for classification: a linear head on the hidden state of the last token.
 
@@ -378,11 +396,15 @@ class GPTForClassification(nn.Module):
         self.head = nn.Linear(gpt.config.n_embd, n_classes)
         self.config = gpt.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """input_ids, attention_mask: (B, T), right-padded (1 = real token).
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None, lm_weight: float = 0.5) -> GPTClassifierOutput:
+        """input_ids, attention_mask: (B, T), right-padded (1 = real token); labels: (B,) class
+        ids (-100 = ignore).
 
-        Returns the class logits (B, n_classes) and the LM logits (B, T, V) for the auxiliary
-        loss. Padding sits after the last real token, so causality keeps it out of the result.
+        Returns the class ``logits`` (B, n_classes) and the ``lm_logits`` (B, T, V) for the
+        auxiliary loss; with ``labels``, the ``loss``: classification plus ``lm_weight`` times
+        the next-token loss on real tokens. Padding sits after the last real token, so
+        causality keeps it out of the result.
         """
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have the shape "
@@ -399,29 +421,27 @@ class GPTForClassification(nn.Module):
             raise ValueError("the attention mask has padding before a real token, but GPT "
                              "classifies from the last real token (at index length - 1): "
                              "pad on the right (pad_batch(..., side='right')).")
-        hidden, _ = self.gpt.hidden_states(input_ids)  # (B, T, C)
+        targets = None
+        if labels is not None:  # checked before the forward pass, as GPT checks its targets
+            check_targets(labels, self.head.out_features, "class labels")
+            targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
+            if lm_weight:
+                check_targets(targets, self.config.vocab_size, "next-token targets",
+                              hint="every sequence has a single real token, so the auxiliary "
+                                   "language-model loss has nothing to predict; use longer "
+                                   "inputs (GPT-1 appends an end token) or lm_weight=0")
+        lm = self.gpt(input_ids)
+        hidden = lm.last_hidden_state  # (B, T, C)
         last = hidden[torch.arange(len(input_ids)), lengths - 1]  # (B, C): each last real token
-        return self.head(self.dropout(last)), self.gpt.lm_head(hidden)
-
-    def loss(self, input_ids, attention_mask, labels, lm_weight: float = 0.5) -> torch.Tensor:
-        """Classification loss plus ``lm_weight`` times the next-token loss on real tokens.
-
-        input_ids, attention_mask: (B, T), right-padded; labels: (B,) class ids (-100 = ignore).
-        """
-        check_targets(labels, self.head.out_features, "class labels")
-        class_logits, lm_logits = self(input_ids, attention_mask)  # also checks the mask
-        targets = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, IGNORE_INDEX)
-        if lm_weight:
-            check_targets(targets, self.config.vocab_size, "next-token targets",
-                          hint="every sequence has a single real token, so the auxiliary "
-                               "language-model loss has nothing to predict; use longer inputs "
-                               "(GPT-1 appends an end token) or lm_weight=0")
-        loss = F.cross_entropy(class_logits.float(), labels, ignore_index=IGNORE_INDEX)
-        if lm_weight:
-            loss = loss + lm_weight * F.cross_entropy(
-                lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
-                ignore_index=IGNORE_INDEX)
-        return loss
+        out = GPTClassifierOutput(logits=self.head(self.dropout(last)), last_hidden_state=hidden,
+                                  lm_logits=lm.logits)
+        if labels is not None:
+            out.loss = F.cross_entropy(out.logits.float(), labels, ignore_index=IGNORE_INDEX)
+            if lm_weight:
+                out.loss = out.loss + lm_weight * F.cross_entropy(
+                    out.lm_logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                    ignore_index=IGNORE_INDEX)
+        return out
 
 
 # GPTConfig's fields and the names GPT2Config gives them (dropout is one rate here, three there).

@@ -131,7 +131,7 @@ def char_gpt_validation_loss(blob: dict[str, Any], max_windows: int | None = Non
         chunk = starts[first:first + 16]
         x = torch.stack([valid[s:s + block] for s in chunk])  # (B, T)
         y = torch.stack([valid[s + 1:s + block + 1] for s in chunk])  # (B, T)
-        logits = model(x)  # (B, T, V)
+        logits = model(x).logits  # (B, T, V)
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
         count += y.numel()
     return total / count

@@ -201,17 +201,17 @@ class CausalLM(Contender):
         return batch[0].numel()
 
     def layers(self, ids, mask, model=None):
-        return (model or self.model).hidden_states(ids, all_layers=True)[0]
+        return (model or self.model)(ids, all_layers=True).hidden_states
 
     def log_prob(self, ids):  # log p(x_t | x_<t) for t >= 1: the first token has no context
-        log_probs = self.model(ids)[0].log_softmax(-1)  # (T, V)
+        log_probs = self.model(ids).logits[0].log_softmax(-1)  # (T, V)
         return log_probs[:-1].gather(1, ids[0, 1:, None]).mean()
 
     def blank_log_probs(self, left, right):  # it reads only the left
         return self.next_token_logits(left).log_softmax(-1)
 
     def next_token_logits(self, window):
-        return self.model(torch.tensor([window], device=self.device()))[0, -1]
+        return self.model(torch.tensor([window], device=self.device())).logits[0, -1]
 
 
 def _pieces(tokenizer: BPETokenizer) -> list[bytes]:
@@ -278,7 +278,7 @@ class BiLM(Contender):
 
     def layers(self, ids, mask, model=None):  # padding must be words of no characters at all
         chars = self.spelled.to(ids.device)[ids] * mask[..., None]
-        return (model or self.model)(chars)
+        return (model or self.model)(chars).hidden_states
 
     def log_prob(self, ids):  # the mean of log p(x_t | x_<t) forward and log p(x_t | x_>t)
         rank, spelled = self.rank.to(ids.device), self.spelled.to(ids.device)
@@ -351,8 +351,8 @@ class MaskedLM(Contender):
         wrapped_mask = F.pad(mask, (1, 1))
         wrapped_mask[:, 0] = 1
         wrapped_mask[torch.arange(B), lengths + 1] = 1
-        states, _ = (model or self.model).bert(wrapped, None, wrapped_mask, all_layers=True)
-        return [h[:, 1:-1] for h in states]
+        out = (model or self.model).bert(wrapped, None, wrapped_mask, all_layers=True)
+        return [h[:, 1:-1] for h in out.hidden_states]
 
     def masked_logits(self, ids: torch.Tensor) -> torch.Tensor:
         """(T,) ids -> (T, V), row t the logits at t with x_t masked ([CLS] ... [SEP])."""
@@ -361,7 +361,7 @@ class MaskedLM(Contender):
         rows[torch.arange(T), torch.arange(T)] = self.mask_id
         full = torch.cat([torch.full((T, 1), self.cls_id, device=ids.device), rows,
                           torch.full((T, 1), self.sep_id, device=ids.device)], dim=1)
-        logits = self.model(full).mlm_logits  # (T, T + 2, V)
+        logits = self.model(full).logits  # (T, T + 2, V)
         return logits[torch.arange(T), torch.arange(T) + 1]
 
     def log_prob(self, ids):  # the pseudo-log-likelihood, one masked token at a time
@@ -414,7 +414,7 @@ class PermutationLM(Contender):
         return sum(segment[0].numel() for segment in batch)
 
     def layers(self, ids, mask, model=None):
-        return (model or self.model).xlnet(ids, attention_mask=mask, all_layers=True).hidden
+        return (model or self.model).xlnet(ids, attention_mask=mask, all_layers=True).hidden_states
 
     def log_prob(self, ids):  # log p(x_t | x_<t) in the left-to-right order, one of its orders
         T = ids.shape[1]

@@ -12,10 +12,33 @@ D = C // H = width of one head.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    """What every model's forward returns, with the names Hugging Face's outputs use.
+
+        out = model(input_ids, targets=targets)   # GPT; BERT, ELMo and XLNet alike
+        out.logits      # scores over the vocabulary (or the classes): (B, T, V), (B, labels), ...
+        out.loss        # a scalar, only when targets or labels were given, else None
+        out.last_hidden_state   # the top layer's vectors (B, T, C), when the model has them
+        out.hidden_states       # every layer (input first), with all_layers=True, else None
+
+    Each model adds its own extras in a subclass: GPT's key/value cache (``past``), BERT's pooled
+    [CLS] vector and next-sentence logits, ELMo's two directions' losses, XLNet's memory
+    (``mems``). A field the model did not fill in is None (an encoder without a head has no
+    logits; a forward without targets has no loss).
+    """
+
+    logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+    hidden_states: list[torch.Tensor] | None = None
 
 
 def attention(

@@ -142,10 +142,10 @@ def predict(model, data: TaskData, batch_size: int = 64) -> list:
         rows = list(range(start, min(start + batch_size, len(data))))
         ids, segments, mask, _ = batch(data, rows, device=device)
         result = model(ids, segments, mask)
-        if isinstance(result, tuple):  # QA: (start logits, end logits)
-            out.extend(_best_spans(*result, segments, mask))
+        if result.logits is None:  # QA: a start and an end score per token
+            out.extend(_best_spans(result.start_logits, result.end_logits, segments, mask))
         else:
-            out.extend(result.argmax(-1).tolist())
+            out.extend(result.logits.argmax(-1).tolist())
     return out
 
 

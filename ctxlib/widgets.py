@@ -90,7 +90,7 @@ def sampler(model, tokenizer, prompt: str, max_new_tokens: int = 200):
             return
         t, k, p = settings()
         with torch.no_grad():
-            logits = model.eval()(ids)[:, -1, :] / t
+            logits = model.eval()(ids).logits[:, -1, :] / t
         if k:
             logits = top_k_logits(logits, k)
         if p:

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctxlib.batches import IGNORE_INDEX, check_ids, check_targets, lm_windows
-from ctxlib.layers import FeedForward
+from ctxlib.layers import FeedForward, ModelOutput
 from ctxlib.runtime import device_of
 
 
@@ -232,9 +232,12 @@ class XLNetLayer(nn.Module):
 
 # --- The model ---------------------------------------------------------------------------------
 
-class XLNetOutput(NamedTuple):
-    hidden: torch.Tensor  # (B, N, C) the query stream at the targets, or (B, T, C) the content
-    mems: list[torch.Tensor] | None  # n_layer tensors (B, min(mem_len, M + T), C), or None
+@dataclass
+class XLNetOutput(ModelOutput):
+    """``ModelOutput`` with XLNet's memory. ``last_hidden_state`` is the query stream at the
+    targets (B, N, C) given a target_mapping, else the content stream (B, T, C)."""
+
+    mems: list[torch.Tensor] | None = None  # n_layer tensors (B, min(mem_len, M + T), C)
 
 
 class XLNet(nn.Module):
@@ -252,8 +255,9 @@ class XLNet(nn.Module):
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, perm_mask=None,
                 target_mapping=None, mems=None, all_layers: bool = False) -> XLNetOutput:
         """input_ids, token_type_ids, attention_mask: (B, T); perm_mask: (B, T, T);
-        target_mapping: (B, N, T), one 1 per row; mems: n_layer tensors (B, M, C). With
-        ``all_layers=True`` (and no target_mapping) ``hidden`` is the list of the content
+        target_mapping: (B, N, T), one 1 per row; mems: n_layer tensors (B, M, C).
+        -> ``last_hidden_state`` and ``mems`` (None when ``mem_len`` is 0). With
+        ``all_layers=True`` (and no target_mapping), also ``hidden_states``: the content
         stream's input and every layer's output, n_layer + 1 tensors (B, T, C)."""
         self._check(input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems)
         if all_layers and target_mapping is not None:
@@ -289,9 +293,10 @@ class XLNet(nn.Module):
                 new_mems.append(kept[:, -self.config.mem_len:].detach())
             h, g = layer(h, g, memory, encodings, content_view, query_view)
             layers.append(h)
-        if all_layers:
-            return XLNetOutput(layers[:-1] + [self.dropout(h)], new_mems)
-        return XLNetOutput(self.dropout(g if g is not None else h), new_mems)
+        out = XLNetOutput(last_hidden_state=self.dropout(g if g is not None else h), mems=new_mems)
+        if all_layers:  # the top layer as last_hidden_state: one dropout, not two draws
+            out.hidden_states = layers[:-1] + [out.last_hidden_state]
+        return out
 
     def _check(self, input_ids, token_type_ids, attention_mask, perm_mask, target_mapping, mems):
         if input_ids.dim() != 2:
@@ -352,12 +357,6 @@ def attention_masks(B: int, T: int, M: int, attention_mask=None, perm_mask=None)
     return blocked & ~itself, blocked
 
 
-class LMOutput(NamedTuple):
-    logits: torch.Tensor  # (B, N, V) at the targets, or (B, T, V)
-    mems: list[torch.Tensor] | None
-    loss: torch.Tensor | None  # mean cross-entropy over labels that are not IGNORE_INDEX
-
-
 class XLNetLM(nn.Module):
     """XLNet with its language-modelling head, whose weights are the word embeddings (tied)."""
 
@@ -370,12 +369,13 @@ class XLNetLM(nn.Module):
         nn.init.zeros_(self.lm_head.bias)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, perm_mask=None,
-                target_mapping=None, mems=None, labels=None) -> LMOutput:
-        """As ``XLNet.forward``; ``labels`` (B, N) with targets, else (B, T)."""
-        hidden, new_mems = self.xlnet(input_ids, token_type_ids, attention_mask, perm_mask,
-                                      target_mapping, mems)
-        logits = self.lm_head(hidden)  # (B, N or T, V)
-        loss = None
+                target_mapping=None, mems=None, labels=None) -> XLNetOutput:
+        """As ``XLNet.forward``, with ``logits`` (B, N, V) at the targets, else (B, T, V); and
+        with ``labels`` (B, N) with targets, else (B, T), the ``loss``: the mean cross-entropy
+        over labels that are not IGNORE_INDEX."""
+        out = self.xlnet(input_ids, token_type_ids, attention_mask, perm_mask, target_mapping,
+                         mems)
+        logits = out.logits = self.lm_head(out.last_hidden_state)  # (B, N or T, V)
         if labels is not None:
             if labels.shape != logits.shape[:2]:
                 raise ValueError(f"labels {tuple(labels.shape)} must be {tuple(logits.shape[:2])}"
@@ -384,9 +384,9 @@ class XLNetLM(nn.Module):
                           hint="check the labels of the targets (permutation_batch builds them)")
             # the loss in float32 even under autocast, as GPT's: a sum of many float16 terms
             # loses precision
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                   ignore_index=IGNORE_INDEX)
-        return LMOutput(logits, new_mems, loss)
+            out.loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                                       ignore_index=IGNORE_INDEX)
+        return out
 
     @classmethod
     def from_huggingface(cls, hf_model) -> XLNetLM:
@@ -414,14 +414,16 @@ class XLNetForSequenceClassification(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(config.d_model, num_labels)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mems=None):
-        """(B, T) -> logits (B, num_labels)."""
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None,
+                mems=None) -> XLNetOutput:
+        """(B, T) -> ``logits`` (B, num_labels), with the encoder's outputs."""
         if attention_mask is not None and (attention_mask[:, -1] == 0).any():
             raise ValueError("the last position is padding, but XLNet classifies from the last "
                              "position: pad on the left (pad_batch(..., side='left')).")
-        hidden, _ = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
-        summary = torch.tanh(self.summary(hidden[:, -1]))  # (B, C)
-        return self.classifier(self.dropout(summary))
+        out = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
+        summary = torch.tanh(self.summary(out.last_hidden_state[:, -1]))  # (B, C)
+        out.logits = self.classifier(self.dropout(summary))
+        return out
 
     @classmethod
     def from_huggingface(cls, hf_model) -> XLNetForSequenceClassification:
@@ -442,9 +444,12 @@ class XLNetForTokenClassification(nn.Module):
         self.xlnet = XLNet(config)
         self.classifier = nn.Linear(config.d_model, num_labels)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None, mems=None):
-        hidden, _ = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
-        return self.classifier(hidden)
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None,
+                mems=None) -> XLNetOutput:
+        """(B, T) -> ``logits`` (B, T, num_labels), with the encoder's outputs."""
+        out = self.xlnet(input_ids, token_type_ids, attention_mask, mems=mems)
+        out.logits = self.classifier(out.last_hidden_state)
+        return out
 
     @classmethod
     def from_huggingface(cls, hf_model) -> XLNetForTokenClassification:

@@ -57,7 +57,8 @@ def test_encoder_equals_huggingface_with_padding_and_two_segments():
     ids, segments, mask = batch()
     with torch.no_grad():
         expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=mask)
-        hidden, pooled = ours(ids, segments, mask)
+        out = ours(ids, segments, mask)
+    hidden, pooled = out.last_hidden_state, out.pooled
     real = mask.bool()
     torch.testing.assert_close(hidden[real], expected.last_hidden_state[real], atol=1e-5, rtol=0)
     torch.testing.assert_close(pooled, expected.pooler_output, atol=1e-5, rtol=0)
@@ -71,7 +72,7 @@ def test_pretraining_heads_equal_huggingface():
         expected = hf(input_ids=ids, token_type_ids=segments, attention_mask=mask)
         out = ours(ids, segments, mask)
     real = mask.bool()
-    torch.testing.assert_close(out.mlm_logits[real], expected.prediction_logits[real], atol=1e-5,
+    torch.testing.assert_close(out.logits[real], expected.prediction_logits[real], atol=1e-5,
                                rtol=0)
     torch.testing.assert_close(out.nsp_logits, expected.seq_relationship_logits, atol=1e-5, rtol=0)
 
@@ -91,7 +92,7 @@ def test_pretraining_loss_equals_huggingface_and_counts_chosen_positions_only():
         full = ours(ids, segments, mask)
     torch.testing.assert_close(out.loss, expected.loss, atol=1e-5, rtol=0)
     # The MLM loss by hand: the mean over the 5 chosen positions, and nothing else.
-    log_probs = full.mlm_logits.log_softmax(-1)
+    log_probs = full.logits.log_softmax(-1)
     chosen = labels != IGNORE_INDEX
     by_hand = -log_probs[chosen].gather(1, labels[chosen][:, None]).mean()
     torch.testing.assert_close(out.mlm_loss, by_hand, atol=1e-5, rtol=0)
@@ -107,8 +108,9 @@ def test_padding_never_changes_real_tokens():
     padded = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], dim=1)
     mask = torch.cat([torch.ones(1, 9), torch.zeros(1, 5)], dim=1).long()
     with torch.no_grad():
-        alone, pooled_alone = model(ids)
-        batched, pooled_batched = model(padded, attention_mask=mask)
+        alone, batched = model(ids), model(padded, attention_mask=mask)
+    alone, pooled_alone = alone.last_hidden_state, alone.pooled
+    batched, pooled_batched = batched.last_hidden_state, batched.pooled
     torch.testing.assert_close(batched[:, :9], alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(pooled_batched, pooled_alone, atol=1e-5, rtol=0)
 
@@ -121,8 +123,8 @@ def test_bidirectional_every_position_sees_the_future():
     changed = ids.clone()
     changed[0, -1] = (ids[0, -1] + 1) % VOCAB
     with torch.no_grad():
-        a, _ = model(ids)
-        b, _ = model(changed)
+        a = model(ids).last_hidden_state
+        b = model(changed).last_hidden_state
     assert not torch.allclose(a[0, 0], b[0, 0])  # unlike GPT, position 0 sees the last token
 
 
@@ -130,9 +132,10 @@ def test_heads_have_the_documented_shapes_and_load_the_encoder():
     config = BertConfig(vocab_size=VOCAB, max_position=POSITIONS, n_layer=1, n_head=2, d_model=32)
     pretrained = BertForPreTraining(config)
     ids, segments, mask = batch()
-    assert BertForSequenceClassification(config, 3)(ids, segments, mask).shape == (2, 3)
-    assert BertForTokenClassification(config, 5)(ids, segments, mask).shape == (2, 20, 5)
-    start, end = BertForQuestionAnswering(config)(ids, segments, mask)
+    assert BertForSequenceClassification(config, 3)(ids, segments, mask).logits.shape == (2, 3)
+    assert BertForTokenClassification(config, 5)(ids, segments, mask).logits.shape == (2, 20, 5)
+    span = BertForQuestionAnswering(config)(ids, segments, mask)
+    start, end = span.start_logits, span.end_logits
     assert start.shape == end.shape == (2, 20)
     task = load_encoder(BertForSequenceClassification(config, 2), pretrained)
     for (name, a), b in zip(task.bert.state_dict().items(), pretrained.bert.state_dict().values()):
@@ -278,8 +281,9 @@ def test_an_all_padding_row_changes_nothing_and_makes_no_nan():
     ids, segments, mask = batch()
     padded = torch.cat([ids, torch.zeros_like(ids[:1])])
     padded_mask = torch.cat([mask, torch.zeros_like(mask[:1])])
-    hidden, pooled = model.bert(padded, torch.cat([segments, segments[:1]]), padded_mask)
-    expected, _ = model.bert(ids, segments, mask)
+    out = model.bert(padded, torch.cat([segments, segments[:1]]), padded_mask)
+    hidden, pooled = out.last_hidden_state, out.pooled
+    expected = model.bert(ids, segments, mask).last_hidden_state
     assert torch.isfinite(hidden).all() and torch.isfinite(pooled).all()
     real = mask.bool()
     torch.testing.assert_close(hidden[:2][real], expected[real], atol=1e-5, rtol=0)

@@ -19,7 +19,7 @@ def test_a_host_tensor_fed_to_a_model_on_the_device_fails_as_on_a_gpu():
         assert device_of(model) == device
         with pytest.raises(RuntimeError, match="same device"):
             model(ids)
-        logits = model(ids.to(device))  # moved: fine
+        logits = model(ids.to(device)).logits  # moved: fine
         assert logits.device == device and ids.device == torch.device("cpu")
         with pytest.raises(RuntimeError, match="cpu"):
             logits.detach().numpy()
@@ -29,7 +29,7 @@ def test_a_host_tensor_fed_to_a_model_on_the_device_fails_as_on_a_gpu():
         logits + torch.tensor(1.0)  # a host scalar may, as on CUDA
         with pytest.raises(RuntimeError, match="generator"):
             torch.multinomial(logits[0].softmax(-1), 1, generator=torch.Generator())
-    assert GPT(TINY)(torch.randint(0, 40, (1, 4))).shape == (1, 4, 40)  # back to normal
+    assert GPT(TINY)(torch.randint(0, 40, (1, 4))).logits.shape == (1, 4, 40)  # back to normal
 
 
 def test_a_move_with_copy_as_transformers_writes_it_lands_on_the_device():
@@ -48,7 +48,7 @@ def test_train_moves_nested_batches_to_the_model_and_generation_takes_a_host_pro
 
     def loss_fn(model, batch):
         seen.append(devicecheck.on_device(batch["rest"][1][0]))
-        return model(batch["inputs"], targets=batch["rest"][0])[1]
+        return model(batch["inputs"], targets=batch["rest"][0]).loss
 
     with devicecheck.simulated_accelerator() as device:
         model = GPT(TINY)

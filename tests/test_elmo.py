@@ -39,7 +39,7 @@ def random_chars(batch, time, seed=0):
 
 
 def test_layers_have_the_documented_shapes(bilm):
-    layers = bilm(random_chars(3, 7))
+    layers = bilm(random_chars(3, 7)).hidden_states
     assert len(layers) == CONFIG.layers + 1
     for h in layers:
         assert h.shape == (3, 7, 2 * CONFIG.dim)
@@ -49,7 +49,7 @@ def test_layers_have_the_documented_shapes(bilm):
 
 def test_a_word_gets_the_same_token_encoding_anywhere(bilm):
     chars = CHARS.sentences([["the", "cat", "saw", "the", "dog"], ["unseenword", "the"]])
-    x = bilm(chars)[0]
+    x = bilm(chars).hidden_states[0]
     torch.testing.assert_close(x[0, 0], x[0, 3])
     torch.testing.assert_close(x[0, 0], x[1, 1])
 
@@ -83,8 +83,8 @@ def test_backward_states_never_see_earlier_words(bilm):
 def test_padding_never_changes_real_words(bilm):
     short = ["a", "sentence", "of", "five", "words"]
     long = ["and", "a", "much", "longer", "one", "that", "pads", "the", "other"]
-    alone = bilm(CHARS.sentences([short]))
-    batched = bilm(CHARS.sentences([short, long]))
+    alone = bilm(CHARS.sentences([short])).hidden_states
+    batched = bilm(CHARS.sentences([short, long])).hidden_states
     for h_alone, h_batch in zip(alone, batched):
         torch.testing.assert_close(h_batch[0, : len(short)], h_alone[0], atol=1e-6, rtol=1e-5)
         assert h_batch[0, len(short) :].abs().max() == 0  # padding positions are zero

@@ -43,7 +43,7 @@ def ids(batch=2, time=20, seed=1):
 def test_logits_equal_huggingface(pair):
     hf, ours = pair
     x = ids()
-    torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours(x).logits, hf(x).logits, atol=1e-5, rtol=0)
 
 
 def test_export_to_huggingface_round_trips():
@@ -51,7 +51,7 @@ def test_export_to_huggingface_round_trips():
     ours = GPT(GPTConfig(vocab_size=VOCAB, block_size=CONTEXT, n_layer=2, n_head=2, n_embd=32))
     hf = ours.to_huggingface()
     x = ids()
-    torch.testing.assert_close(hf(x).logits, ours.eval()(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(hf(x).logits, ours.eval()(x).logits, atol=1e-5, rtol=0)
     back = GPT.from_huggingface(hf)
     for (name, a), b in zip(ours.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), name
@@ -63,7 +63,7 @@ def test_loss_and_gradients_equal_huggingface(pair):
     hf.zero_grad()
     ours.zero_grad()
     hf_loss = hf(x, labels=x).loss  # Hugging Face shifts the labels inside
-    _, loss = ours(x[:, :-1], targets=x[:, 1:])  # we pass next-token targets explicitly
+    loss = ours(x[:, :-1], targets=x[:, 1:]).loss  # we pass next-token targets explicitly
     torch.testing.assert_close(loss, hf_loss, atol=1e-5, rtol=0)
     hf_loss.backward()
     loss.backward()
@@ -79,8 +79,8 @@ def test_ignored_targets_do_not_count(pair):
     x = ids(batch=1, time=10)
     targets = x.roll(-1, dims=1)
     targets[0, 5:] = -100
-    _, loss = ours(x, targets=targets)
-    _, first_half = ours(x[:, :5], targets=targets[:, :5])
+    loss = ours(x, targets=targets).loss
+    first_half = ours(x[:, :5], targets=targets[:, :5]).loss
     torch.testing.assert_close(loss, first_half)
 
 
@@ -90,19 +90,20 @@ def test_future_tokens_never_change_the_past(pair):
     for t in (0, 7, 22):
         changed = x.clone()
         changed[0, t + 1 :] = (changed[0, t + 1 :] + 1) % VOCAB
-        torch.testing.assert_close(ours(changed)[:, : t + 1], ours(x)[:, : t + 1], atol=0, rtol=0)
-        assert not torch.allclose(ours(changed)[:, t + 1 :], ours(x)[:, t + 1 :])
+        torch.testing.assert_close(ours(changed).logits[:, : t + 1], ours(x).logits[:, : t + 1],
+                                   atol=0, rtol=0)
+        assert not torch.allclose(ours(changed).logits[:, t + 1 :], ours(x).logits[:, t + 1 :])
 
 
 def test_cache_gives_the_same_logits_as_a_full_pass(pair):
     _, ours = pair
     x = ids(time=12)
-    full = ours(x)
-    logits, cache = ours(x[:, :5], use_cache=True)
-    steps = [logits]
+    full = ours(x).logits
+    out = ours(x[:, :5], use_cache=True)
+    steps = [out.logits]
     for t in range(5, 12):
-        logits, cache = ours(x[:, t : t + 1], past=cache, use_cache=True)
-        steps.append(logits)
+        out = ours(x[:, t : t + 1], past=out.past, use_cache=True)
+        steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 
 
@@ -172,12 +173,12 @@ def test_classifier_reads_the_last_real_token_whatever_the_padding(pair):
     padded = torch.zeros(2, 9, dtype=torch.long)
     padded[0, :4], padded[1] = short[0], long[0]
     mask = (torch.arange(9) < torch.tensor([[4], [9]])).long()
-    batch_logits, _ = classifier(padded, mask)
-    alone, _ = classifier(short, torch.ones_like(short))
+    batch_logits = classifier(padded, mask).logits
+    alone = classifier(short, torch.ones_like(short)).logits
     torch.testing.assert_close(batch_logits[:1], alone, atol=1e-5, rtol=0)
     padded[0, 4:] = 7  # whatever sits in the padding does not matter
-    torch.testing.assert_close(classifier(padded, mask)[0], batch_logits, atol=1e-6, rtol=0)
-    loss = classifier.loss(padded, mask, torch.tensor([0, 1]))
+    torch.testing.assert_close(classifier(padded, mask).logits, batch_logits, atol=1e-6, rtol=0)
+    loss = classifier(padded, mask, torch.tensor([0, 1])).loss
     assert loss.ndim == 0 and torch.isfinite(loss)
     with pytest.raises(ValueError, match="at least one real token"):
         classifier(padded, torch.zeros_like(mask))
@@ -253,7 +254,7 @@ def test_classifier_refuses_left_padding():
     with pytest.raises(ValueError, match="pad on the right"):
         classifier(x, torch.tensor([[1, 0, 1, 0], [1, 1, 1, 1]]))  # a hole in the middle
     x, mask = pad_batch([[5, 6], [5, 6, 7, 8]], side="right")
-    assert classifier(x, mask)[0].shape == (2, 2)
+    assert classifier(x, mask).logits.shape == (2, 2)
 
 
 def test_classifier_loss_checks_its_labels_and_targets():
@@ -262,14 +263,14 @@ def test_classifier_loss_checks_its_labels_and_targets():
     classifier = GPTForClassification(tiny_gpt(), n_classes=2).eval()
     x, mask = ids(batch=2, time=5), torch.ones(2, 5, dtype=torch.long)
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 2\)"):
-        classifier.loss(x, mask, torch.tensor([0, 2]))
+        classifier(x, mask, torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="every one of the 2 class labels is -100"):
-        classifier.loss(x, mask, torch.tensor([-100, -100]))
+        classifier(x, mask, torch.tensor([-100, -100]))
     # one real token per sequence: the auxiliary language-model loss has no target at all
     single = torch.tensor([[1, 0, 0, 0, 0]] * 2)
     with pytest.raises(ValueError, match="single real token.*lm_weight=0"):
-        classifier.loss(x, single, torch.tensor([0, 1]))
-    assert torch.isfinite(classifier.loss(x, single, torch.tensor([0, 1]), lm_weight=0))
+        classifier(x, single, torch.tensor([0, 1]))
+    assert torch.isfinite(classifier(x, single, torch.tensor([0, 1]), lm_weight=0).loss)
 
 
 def test_evaluate_lm_scores_the_same_fixed_windows_in_eval_mode():
@@ -288,9 +289,9 @@ def test_evaluate_lm_scores_the_same_fixed_windows_in_eval_mode():
     assert model.training, "evaluate_lm must put the model back in training mode"
     model.eval()
     with torch.no_grad():
-        by_hand = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item()
+        by_hand = sum(F.cross_entropy(model(x).logits.flatten(0, 1), y.flatten()).item()
                       for x, y in windows) / 3
     assert score == pytest.approx(by_hand, abs=1e-6)  # dropout was off: the same number
     assert lm_loss(model, windows[0]).item() == pytest.approx(
-        F.cross_entropy(model(windows[0][0]).flatten(0, 1), windows[0][1].flatten()).item(),
+        F.cross_entropy(model(windows[0][0]).logits.flatten(0, 1), windows[0][1].flatten()).item(),
         abs=1e-6)

@@ -45,7 +45,7 @@ def run(root, monkeypatch, characters, budget="gpu", stop_at=None, **changes):
     model = GPT(GPTConfig(vocab_size=chars.vocab_size, **model_fields))
     block, batch = model_fields["block_size"], settings["batch"]
     train(model, lambda g: lm_windows(train_data, batch, block, g),
-          lambda m, b: m(b[0], targets=b[1])[1],
+          lambda m, b: m(b[0], targets=b[1]).loss,
           TrainConfig(steps=settings["steps"], lr=settings["lr"], checkpoint_path=str(path),
                       progress=False),
           device="cpu", settings={"batch": batch})

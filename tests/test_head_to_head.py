@@ -145,10 +145,10 @@ def test_all_layers_end_with_the_usual_output():
     model = gpt.GPT(gpt.GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2,
                                   n_embd=16)).eval()
     ids = torch.randint(0, 50, (2, 7))
-    layers, _ = model.hidden_states(ids, all_layers=True)
-    assert len(layers) == 3 and torch.equal(layers[-1], model.hidden_states(ids)[0])
+    layers = model(ids, all_layers=True).hidden_states
+    assert len(layers) == 3 and torch.equal(layers[-1], model(ids).last_hidden_state)
     net = xlnet.XLNet(xlnet.XLNetConfig(vocab_size=50, n_layer=2, n_head=2, d_model=16)).eval()
-    assert torch.equal(net(ids, all_layers=True).hidden[-1], net(ids).hidden)
+    assert torch.equal(net(ids, all_layers=True).hidden_states[-1], net(ids).last_hidden_state)
     with pytest.raises(ValueError, match="target_mapping"):
         net(ids, target_mapping=torch.nn.functional.one_hot(torch.tensor([[1]] * 2), 7).float(),
             all_layers=True)
@@ -176,7 +176,7 @@ def test_a_blank_is_never_read(contenders, text):
 def test_sentence_scores_follow_their_definitions(contenders, text):
     ids = text.tokenizer.encode("The cat sat on the mat.")
     causal = contenders["causal"]
-    logits = causal.model.eval()(torch.tensor([ids]))[0].log_softmax(-1)
+    logits = causal.model.eval()(torch.tensor([ids])).logits[0].log_softmax(-1)
     by_hand = logits[:-1].gather(1, torch.tensor(ids[1:])[:, None]).mean().item()
     assert h2h.sentence_log_prob(causal, ids) == pytest.approx(by_hand, abs=1e-5)
     for key in h2h.OBJECTIVES:

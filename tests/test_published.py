@@ -55,8 +55,8 @@ def test_gpt2_from_a_folder_equals_the_reference(gpt2_folder):
     assert gpt2.tokenizer.decode(ids[0]) == SENTENCE
     with torch.no_grad():
         expected = reference(ids, output_hidden_states=True)
-        torch.testing.assert_close(gpt2.model(ids), expected.logits, atol=1e-5, rtol=1e-4)
-        layers, _ = gpt2.model.hidden_states(ids, all_layers=True)
+        torch.testing.assert_close(gpt2.model(ids).logits, expected.logits, atol=1e-5, rtol=1e-4)
+        layers = gpt2.model(ids, all_layers=True).hidden_states
         assert len(layers) == len(expected.hidden_states) == 3
         for ours, theirs in zip(layers, expected.hidden_states):
             torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
@@ -79,7 +79,7 @@ def test_bert_from_a_folder_equals_the_reference(tmp_path):
         expected = reference(**batch)
         ours = bert.model(batch["input_ids"], batch["token_type_ids"],
                           batch["attention_mask"])
-    torch.testing.assert_close(ours.mlm_logits, expected.prediction_logits, atol=1e-5,
+    torch.testing.assert_close(ours.logits, expected.prediction_logits, atol=1e-5,
                                rtol=1e-4)
     torch.testing.assert_close(ours.nsp_logits, expected.seq_relationship_logits, atol=1e-5,
                                rtol=1e-4)
@@ -99,8 +99,7 @@ def test_xlnet_from_a_folder_equals_the_reference(tmp_path, head):
     assert xlnet.tokenizer.convert_ids_to_tokens(ids[0, -1].item()) == "<cls>"
     with torch.no_grad():
         expected = reference(ids).logits
-        ours = xlnet.model(ids)
-        ours = ours.logits if hasattr(ours, "logits") else ours
+        ours = xlnet.model(ids).logits
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -140,7 +139,7 @@ def test_a_stand_in_loads_like_the_published_checkpoint_and_matches_its_referenc
     ids = torch.tensor([loaded.tokenizer.encode(SENTENCE)])
     with torch.no_grad():
         ours, theirs = loaded.model(ids), loaded.reference(ids)
-    ours = getattr(ours, "mlm_logits", getattr(ours, "logits", ours))
+    ours = ours.logits
     theirs = (theirs.prediction_logits if hasattr(theirs, "prediction_logits")
               else theirs.logits)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from ctxlib.batches import IGNORE_INDEX
+from ctxlib.bert import SpanOutput
 from ctxlib.data import squad_examples
 from ctxlib.metrics import squad_exact_match
 from ctxlib.tasks import (
@@ -77,7 +78,7 @@ def test_predict_finds_the_best_span_inside_the_passage():
             end = torch.zeros(ids.shape)
             start[:, 0] = 100  # [CLS] scores best but is outside the passage
             start[:, 4], end[:, 5], end[:, 3], start[:, 3] = 5, 5, 50, -100  # (4, 3) is not allowed
-            return start, end
+            return SpanOutput(start_logits=start, end_logits=end)
 
     data = TaskData([[2, 10, 3, 11, 12, 13, 3]], [[0, 0, 0, 1, 1, 1, 1]], [(4, 5)],
                     [[None, None, None, 0, 1, 2, None]])

@@ -116,10 +116,10 @@ def test_heads_equal_huggingface():
     hf = transformers.XLNetForSequenceClassification(config).eval()
     ours = XLNetForSequenceClassification.from_huggingface(hf).eval()
     ids, mask = pad_batch([[5, 6, 7, 8, 9], [10, 11, 12]], pad_id=0, side="left")
-    close(ours(ids, attention_mask=mask), hf(ids, attention_mask=mask).logits)
+    close(ours(ids, attention_mask=mask).logits, hf(ids, attention_mask=mask).logits)
     hf = transformers.XLNetForTokenClassification(config).eval()
     ours = XLNetForTokenClassification.from_huggingface(hf).eval()
-    close(ours(ids, attention_mask=mask), hf(ids, attention_mask=mask).logits)
+    close(ours(ids, attention_mask=mask).logits, hf(ids, attention_mask=mask).logits)
 
 
 def test_relative_index_is_the_reference_relative_shift():
@@ -141,8 +141,8 @@ def test_left_padding_changes_nothing_for_real_tokens():
     sentence = [4, 8, 15, 16, 23]
     ids, mask = pad_batch([sentence, sentence + [42, 7, 9]], pad_id=0, side="left")
     with torch.no_grad():
-        alone, _ = model(torch.tensor([sentence]))
-        batched, _ = model(ids, attention_mask=mask)
+        alone = model(torch.tensor([sentence])).last_hidden_state
+        batched = model(ids, attention_mask=mask).last_hidden_state
     close(batched[0, 3:], alone[0])
 
 

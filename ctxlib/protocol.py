@@ -75,6 +75,10 @@ class Curve:
         values = self.scores[arm][n]
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
+    def mean_sd(self, arm: str, n: int) -> str:
+        """The score at ``n`` labels as every table shows it: "mean ± sd" over seeds."""
+        return f"{self.mean(arm, n):.3f} ± {self.std(arm, n):.3f}"
+
     def gain(self, better: str, than: str, n: int) -> tuple[float, str]:
         """Mean difference ``better - than`` at ``n`` labels, and how it reads against twice
         the larger of the two arms' seed standard deviations (the course's bar):
@@ -289,16 +293,12 @@ def print_table(curve: Curve, compare: tuple[str, str] | Sequence[tuple[str, str
     (_table_by_arm(curve, pairs) if by_arm else _table_by_size(curve, pairs)).show()
 
 
-def _cell(curve: Curve, arm: str, n: int) -> str:
-    return f"{curve.mean(arm, n):.3f} ± {curve.std(arm, n):.3f}"
-
-
 def _table_by_size(curve: Curve, pairs: Sequence[tuple[str, str]]) -> Table:
     names = list(curve.scores)
     gains = [f"gain {k + 1}" if len(pairs) > 1 else "gain" for k in range(len(pairs))]
     rows = []
     for n in curve.sizes:
-        row = [f"{n:,}", *(_cell(curve, a, n) for a in names)]
+        row = [f"{n:,}", *(curve.mean_sd(a, n) for a in names)]
         for pair in pairs:
             difference, verdict = curve.gain(*pair, n)
             row.append(f"{difference:+.3f}  {verdict:<6}")
@@ -316,7 +316,7 @@ def _gain_label(a: str, b: str) -> str:
 
 
 def _table_by_arm(curve: Curve, pairs: Sequence[tuple[str, str]]) -> Table:
-    rows = [[arm, *(_cell(curve, arm, n) for n in curve.sizes)] for arm in curve.scores]
+    rows = [[arm, *(curve.mean_sd(arm, n) for n in curve.sizes)] for arm in curve.scores]
     for a, b in pairs:
         gains = [curve.gain(a, b, n) for n in curve.sizes]
         rows.append([_gain_label(a, b), *(f"{d:+.3f} {MARKS[verdict]}" for d, verdict in gains)])

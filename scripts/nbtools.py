@@ -253,6 +253,16 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def drop_blank_streams(nb: nbformat.NotebookNode) -> None:
+    """Remove stream outputs that show nothing: what a text progress bar leaves when it clears
+    its line (spaces and a carriage return), or bare newlines. The book would show each as an
+    empty box."""
+    for cell in nb.cells:
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.output_type == "stream" and not o.text.strip())]
+
+
 def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     """Run the notebook at ``path`` under ``budget`` and store its outputs in place.
 
@@ -283,6 +293,7 @@ def execute(path: Path, budget: str = "cpu", timeout: int = 3600) -> float:
     start = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - start
+    drop_blank_streams(nb)
 
     import torch
 

@@ -214,6 +214,18 @@ def test_stored_outputs_show_no_path_of_the_machine_that_ran_them(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_output_is_blank(path):
+    """A book run drops what a cleared progress bar leaves (spaces and a carriage return) and
+    bare newlines (``nbtools.drop_blank_streams``): the book would show an empty box."""
+    for index, cell in enumerate(code_cells(read(path))):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                assert output.text.strip(), (
+                    f"{path.name}, code cell {index}: a blank {output.name} output "
+                    f"{output.text[:40]!r}; rerun it with scripts/execute_notebooks.py")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_stored_table_is_text_wider_than_the_page(path):
     """A table wider than the code (88 columns) is shown as an HTML table (ctxlib.protocol's
     ``Table``), which fits the page; printed as text, the book would wrap it out of line."""

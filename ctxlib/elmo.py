@@ -3,7 +3,7 @@ bidirectional LSTM language model, and the task-weighted mix of its layers.
 
     config = ELMoConfig(vocab_size=len(words))
     bilm = BiLM(config)
-    layers = bilm(char_ids)            # L+1 tensors, each (batch, time, 2*dim)
+    layers = bilm(char_ids).hidden_states   # L+1 tensors, each (batch, time, 2*dim)
     mix = ScalarMix(len(layers))
     elmo = mix(layers)                 # (batch, time, 2*dim)
 
@@ -185,7 +185,7 @@ class BiLMOutput(ModelOutput):
 
 class BiLM(nn.Module):
     """Forward and backward LSTM language models over a shared token encoder and a shared
-    softmax. ``forward`` returns the L+1 layers that ELMo mixes."""
+    softmax. ``forward`` returns the L+1 layers that ELMo mixes as its ``hidden_states``."""
 
     def __init__(self, config: ELMoConfig):
         super().__init__()

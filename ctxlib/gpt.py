@@ -9,6 +9,9 @@ its weights can be copied to and from Hugging Face's ``GPT2LMHeadModel``:
            ─► n_layer × [ x + attn(ln_1(x)) ;  x + mlp(ln_2(x)) ]
            ─► ln_f ─► logits = h @ token_embedding.T        (input and output embeddings tied)
 
+    out = model(input_ids, targets=targets)   # out.logits (B, T, V), out.loss
+    out.loss.backward()
+
 Shapes: B = batch, T = time (tokens), C = n_embd (width), H = n_head, D = C // H, V = vocab.
 """
 

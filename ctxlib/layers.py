@@ -28,6 +28,7 @@ class ModelOutput:
         out.loss        # a scalar, only when targets or labels were given, else None
         out.last_hidden_state   # the top layer's vectors (B, T, C), when the model has them
         out.hidden_states       # every layer (input first), with all_layers=True, else None
+                                # (the biLM's always: they are what ELMo mixes)
 
     Each model adds its own extras in a subclass: GPT's key/value cache (``past``), BERT's pooled
     [CLS] vector and next-sentence logits, ELMo's two directions' losses, XLNet's memory

@@ -191,3 +191,44 @@ def test_checkpoints_load_without_running_code(tmp_path):
     assert torch.equal(state["model"]["inputs.weight"], model.vectors())
     assert state["losses"].tolist() == losses
     assert (tmp_path / "skipgram.prev.pt").exists()  # the checkpoint before it is kept too
+
+
+def _vocab_of(words):
+    return Vocab(Counter({word: 5 for word in words}))
+
+
+def test_analogies_answer_from_vector_offsets():
+    """Vectors in which every relation is one constant offset answer the questions; the same
+    vectors in shuffled rows answer none."""
+    words = sorted({word for pairs in static.ANALOGIES.values() for pair in pairs
+                    for word in pair})
+    vocab = _vocab_of(words + ["filler"])
+    generator = torch.Generator().manual_seed(0)
+    relations = list(static.ANALOGIES)
+    vectors = torch.randn(len(vocab), 64, generator=generator)
+    for r, pairs in enumerate(relations):
+        for a, b in static.ANALOGIES[pairs]:
+            offset = torch.zeros(64)
+            offset[r] = 30.0  # a direction of its own per relation, larger than the noise
+            vectors[vocab.index(b)] = vectors[vocab.index(a)] + offset
+    accuracy = static.analogy_accuracy(vectors, vocab)
+    # Nearly every question is answered right: the test reads unit vectors, and the words two
+    # relations reach (France from Paris, then French) are longer, so their offsets bend a
+    # little after normalising.
+    assert min(accuracy.values()) > 0.97, accuracy
+    shuffled = vectors[torch.randperm(len(vocab), generator=generator)]
+    assert static.analogy_accuracy(shuffled, vocab)["all"] < 0.05
+
+
+def test_analogies_count_missing_words_as_wrong_and_refuse_misfit_vectors():
+    pairs = static.ANALOGIES["capital"]
+    vocab = _vocab_of([word for pair in pairs[:2] for word in pair])  # two pairs of 18
+    vectors = torch.zeros(len(vocab), 4)
+    vectors[:, 0] = 1.0
+    vectors[vocab.index("France"), 1] = vectors[vocab.index("Germany"), 1] = 1.0
+    scores = static.analogy_accuracy(vectors, vocab)
+    # Paris : France :: Berlin : Germany and back are the only answerable questions of 306
+    assert scores["capital"] == pytest.approx(2 / 306)
+    assert scores["gender"] == 0.0
+    with pytest.raises(ValueError, match="one vector per word"):
+        static.analogy_accuracy(vectors[:3], vocab)

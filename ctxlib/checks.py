@@ -230,54 +230,6 @@ def check_oov_rate(rate) -> None:
     _passed(f"{rate:.1%} of validation tokens would be unknown to a word-level model.")
 
 
-# Word categories for exercise 1.4: a word's nearest neighbours should share its category.
-CATEGORIES = {
-    "months": ["January", "February", "March", "April", "May", "June", "July", "August",
-               "September", "October", "November", "December"],
-    "numbers": ["two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
-    "colours": ["red", "blue", "green", "yellow", "black", "white"],
-    "countries": ["France", "Germany", "Italy", "Spain", "Japan", "China", "Canada",
-                  "Australia", "Russia", "India"],
-    "family": ["father", "mother", "son", "daughter", "brother", "sister", "wife", "husband"],
-}
-
-
-def category_purity(vectors: torch.Tensor, vocab, k: int = 5) -> float:
-    """Share of the k nearest neighbours (among CATEGORIES' words) in the same category."""
-    words = [w for group in CATEGORIES.values() for w in group if w in vocab]
-    category = {w: name for name, group in CATEGORIES.items() for w in group}
-    normed = torch.nn.functional.normalize(vectors[[vocab.index(w) for w in words]], dim=-1)
-    similarity = normed @ normed.T
-    similarity.fill_diagonal_(-2.0)
-    neighbours = similarity.topk(k).indices.tolist()
-    hits = sum(category[words[j]] == category[w] for w, row in zip(words, neighbours) for j in row)
-    return hits / (k * len(words))
-
-
-@graded
-def check_category_purity(vectors, vocab, target: float = 0.98, budget: str = "gpu") -> None:
-    """Exercise 1.4 (GPU): skip-gram vectors whose neighbours respect word categories.
-
-    Graded only under the budget the target is for (``gpu``); elsewhere it says what these
-    vectors reach, and that it is not graded.
-    """
-    from ctxlib.runtime import current_budget, max_steps_override
-
-    vectors = _expect_tensor(vectors, "vectors")
-    purity = category_purity(vectors, vocab)
-    running, capped = current_budget()[0], max_steps_override()
-    if running != budget or capped is not None:
-        why = (f"training was capped at {capped} steps by CTXLIB_MAX_STEPS" if capped is not None
-               else f"this is the {running} budget")
-        _not_graded(f"the target {target} is for the {budget} budget and {why}; these vectors "
-                    f"reach a category purity of {purity:.2f}.")
-        return
-    if purity < target:
-        _fail(f"category purity is {purity:.2f}, below {target}: train longer (more epochs) "
-              "and with wider vectors (dim=300).")
-    _passed(f"category purity {purity:.2f}.")
-
-
 # --- Chapter 2: attention and the Transformer block ---------------------------------------
 
 

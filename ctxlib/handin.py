@@ -18,6 +18,7 @@ checkpoint of another run earns nothing, and the message says what to hand in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,24 +36,6 @@ class HandInProblem(ValueError):
     """The file handed in cannot be graded; the message says what to hand in instead."""
 
 
-@dataclass(frozen=True)
-class GpuExercise:
-    """One GPU exercise: where its checkpoint goes, what must change, and how it is scored."""
-
-    name: str  # "4.4"
-    file: str  # the run's checkpoint: checkpoints/gpu/<file>.pt
-    score_name: str  # what the score measures, in words
-    target: float
-    higher_is_better: bool
-    chapter_run: dict[str, Any]  # the chapter's gpu run: the fields a change is looked for in
-    rescore: Callable[[dict[str, Any]], float]  # a verified checkpoint -> its score
-
-    def handed_in(self, root: str | os.PathLike | None = None) -> Path:
-        """Where the checkpoint is looked for: where the gpu run wrote it, whatever budget
-        the notebook runs under now."""
-        return Path(checkpoint_path(self.file, budget="gpu", root=root))
-
-
 def read_handin(path: Path) -> dict[str, Any]:
     """The verified contents of a handed-in checkpoint, or :class:`HandInProblem`."""
     if not path.exists():
@@ -66,30 +49,65 @@ def read_handin(path: Path) -> dict[str, Any]:
 
 
 def run_settings(blob: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's run as one flat dict: training knobs, model configuration, settings."""
+    """A checkpoint's run as one flat dict: training knobs, model configuration, settings
+    (``ctxlib.train``'s checkpoints), or the configuration (``train_skipgram``'s)."""
     identity = blob.get("identity", {})
-    return {**identity.get("train", {}), **identity.get("model", {}).get("config", {}),
-            **identity.get("settings", {})}
+    return {**identity.get("config", {}), **identity.get("train", {}),
+            **identity.get("model", {}).get("config", {}), **identity.get("settings", {})}
 
 
 def run_record(blob: dict[str, Any]) -> dict[str, Any]:
     """What the training loop recorded about the run: budget, device, steps cap, ..."""
-    return blob.get("state", {}).get("history", {}).get("run", {})
+    state = blob.get("state", {})
+    return state.get("run") or state.get("history", {}).get("run", {})
+
+
+def steps_done(blob: dict[str, Any]) -> tuple[Any, Any, str]:
+    """How far a run of ``ctxlib.train`` got: (steps done, steps planned, "step")."""
+    return blob.get("state", {}).get("step"), run_settings(blob).get("steps"), "step"
+
+
+def epochs_done(blob: dict[str, Any]) -> tuple[Any, Any, str]:
+    """How far a run of ``train_skipgram`` got: (epochs done, epochs planned, "epoch")."""
+    return blob.get("state", {}).get("epoch"), run_settings(blob).get("epochs"), "epoch"
+
+
+@dataclass(frozen=True)
+class GpuExercise:
+    """One GPU exercise: where its checkpoint goes, what must change, and how it is scored."""
+
+    name: str  # "4.4"
+    file: str  # the run's checkpoint: checkpoints/gpu/<file>.pt
+    score_name: str  # what the score measures, in words
+    target: float
+    higher_is_better: bool
+    chapter_run: dict[str, Any]  # the chapter's gpu run: the fields a change is looked for in
+    rescore: Callable[[dict[str, Any]], float]  # a verified checkpoint -> its score
+    # a checkpoint -> (done, planned, unit): how far its run got, in the run's own unit
+    progress: Callable[[dict[str, Any]], tuple[Any, Any, str]] = steps_done
+
+    def handed_in(self, root: str | os.PathLike | None = None) -> Path:
+        """Where the checkpoint is looked for: where the gpu run wrote it, whatever budget
+        the notebook runs under now."""
+        return Path(checkpoint_path(self.file, budget="gpu", root=root))
 
 
 def check_run(blob: dict[str, Any], exercise: GpuExercise) -> list[str]:
     """The fields the run changed from the chapter's gpu run (raises :class:`HandInProblem`
     when the checkpoint is not a finished gpu-budget run of this exercise, or changes none)."""
     settings = run_settings(blob)
-    state = blob.get("state", {})
     run = run_record(blob)
     if run.get("budget") != "gpu":
         raise HandInProblem(f"this checkpoint was trained under the {run.get('budget')} budget; "
                             f"exercise {exercise.name} is graded on a gpu-budget run.")
-    if state.get("step") != settings.get("steps"):
-        raise HandInProblem(f"the run stopped at step {state.get('step')} of "
-                            f"{settings.get('steps')}: run its training cell to the end (it "
-                            "resumes from the checkpoint) and hand in the file it writes then.")
+    done, planned, unit = exercise.progress(blob)
+    if planned is None:
+        raise HandInProblem(f"this checkpoint is not a run of exercise {exercise.name}'s model: "
+                            f"hand in checkpoints/gpu/{exercise.file}.pt as its run wrote it.")
+    if done != planned:
+        raise HandInProblem(f"the run stopped at {unit} {done} of {planned}: run its training "
+                            "cell to the end (it resumes from the checkpoint) and hand in the "
+                            "file it writes then.")
     changed = [name for name, value in exercise.chapter_run.items()
                if name in settings and settings[name] != value]
     if not changed:
@@ -97,6 +115,37 @@ def check_run(blob: dict[str, Any], exercise: GpuExercise) -> list[str]:
         raise HandInProblem(f"this is the chapter's own gpu run: the exercise asks you to change "
                             f"at least one of {fields}.")
     return changed
+
+
+# --- Exercise 1.4: skip-gram vectors of WikiText-2 -----------------------------------------------
+
+
+@torch.no_grad()
+def skipgram_analogy_accuracy(blob: dict[str, Any], text: str | None = None) -> float:
+    """Share of the course's analogy questions (``ctxlib.static.ANALOGIES``) that a skip-gram
+    checkpoint's vectors answer right. The run must have trained on ``text`` (default:
+    WikiText-2's training split), whose words give the vectors' vocabulary."""
+    from ctxlib.data import load_wikitext2
+    from ctxlib.static import SkipGram, SkipGramConfig, Vocab, analogy_accuracy
+
+    text = load_wikitext2("train") if text is None else text
+    identity = blob.get("identity", {})
+    try:
+        config = SkipGramConfig(**identity["config"])
+    except (KeyError, TypeError):
+        raise HandInProblem("this checkpoint is not a skip-gram run: hand in the file that "
+                            "the exercise's train_skipgram call writes.") from None
+    if identity.get("text_sha256") != hashlib.sha256(text.encode()).hexdigest():
+        raise HandInProblem("these vectors were not trained on WikiText-2's whole training "
+                            "split: train on ctxlib.data.load_wikitext2('train'), uncut.")
+    vocab = Vocab.from_text(text, config.min_count)
+    model = SkipGram(len(vocab), config.dim)
+    try:
+        model.load_state_dict(blob["state"]["model"])
+    except RuntimeError as error:
+        raise HandInProblem(f"the weights do not fit the vocabulary their run describes: {error}"
+                            ) from None
+    return analogy_accuracy(model.vectors(), vocab)["all"]
 
 
 # --- Exercise 4.4: a character GPT on Tiny Shakespeare -------------------------------------------
@@ -138,6 +187,19 @@ def char_gpt_validation_loss(blob: dict[str, Any], max_windows: int | None = Non
 
 
 EXERCISES = {
+    "1.4": GpuExercise(
+        name="1.4",
+        file="skipgram_exercise",
+        score_name="analogy accuracy",
+        # Above every seed of the chapter's own gpu run (0.143, 0.125, 0.121 for seeds 0-2), at
+        # or below the solution at seed 0: results/01_skipgram_exercise.json.
+        target=0.15,
+        higher_is_better=True,
+        chapter_run={"dim": 300, "window": 5, "negatives": 5, "epochs": 5, "batch_size": 4096,
+                     "lr": 0.003, "min_count": 5, "subsample_threshold": 1e-4},
+        rescore=skipgram_analogy_accuracy,
+        progress=epochs_done,
+    ),
     "4.4": GpuExercise(
         name="4.4",
         file="shakespeare_gpu_exercise",

@@ -7,10 +7,12 @@ from functools import partial
 
 import pytest
 import torch
+from handin_helpers import forge
+from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import checks, handin
 from ctxlib.batches import lm_windows
-from ctxlib.checkpoints import CheckpointStore, checksum
+from ctxlib.checkpoints import CheckpointStore
 from ctxlib.data import load_tinyshakespeare
 from ctxlib.gpt import GPT, GPTConfig
 from ctxlib.tokenizers import CharTokenizer
@@ -52,24 +54,12 @@ def run(root, monkeypatch, characters, budget="gpu", stop_at=None, **changes):
     if stop_at is not None:  # an unfinished run: its checkpoint says so
         blob = CheckpointStore.read(path)
         blob["state"]["step"] = stop_at
-        _rewrite(path, blob)
+        forge(path, blob)
     return path
 
 
-def _rewrite(path, blob):
-    """Save ``blob`` with a fresh checksum, as a determined forger would."""
-    blob["sha256"] = checksum(blob["state"])
-    torch.save(blob, path)
-
-
 def grade(path, capsys):
-    """(the check's message, and whether it raised) for the checkpoint at ``path``."""
-    try:
-        checks.check_gpu_exercise(EXERCISE, path)
-    except checks.ExerciseFailed as failed:
-        return str(failed), True
-    captured = capsys.readouterr()
-    return captured.out + captured.err, False
+    return grade_checkpoint(EXERCISE, path, capsys)
 
 
 def test_a_changed_run_that_reaches_the_target_earns_the_points(tmp_path, monkeypatch,
@@ -116,7 +106,7 @@ def test_forged_history_and_forged_weights_earn_nothing(tmp_path, monkeypatch, c
     path = run(tmp_path, monkeypatch, characters, n_embd=64)
     blob = _untrained_blob(path)  # untrained weights, with a history claiming a low loss
     blob["state"]["history"]["evals"] = {"valid_loss": [0.1]}
-    _rewrite(path, blob)
+    forge(path, blob)
     message, failed = grade(path, capsys)
     assert failed and "is above the target 3.3" in message
 
@@ -130,7 +120,7 @@ def test_a_damaged_or_foreign_file_earns_nothing(tmp_path, monkeypatch, characte
     assert failed and "does not match its checksum" in message
 
     blob["identity"]["model"]["config"]["vocab_size"] = 100  # another model's checkpoint
-    _rewrite(path, blob)
+    forge(path, blob)
     message, failed = grade(path, capsys)
     assert failed and "not a character GPT of Tiny Shakespeare" in message
 

@@ -12,9 +12,11 @@ from functools import partial
 
 import pytest
 import torch
+from handin_helpers import forge
+from handin_helpers import grade as grade_checkpoint
 
-from ctxlib import checks, handin
-from ctxlib.checkpoints import CheckpointStore, checksum
+from ctxlib import handin
+from ctxlib.checkpoints import CheckpointStore
 from ctxlib.static import ANALOGIES, SkipGram, SkipGramConfig, train_skipgram
 
 
@@ -47,20 +49,8 @@ def run(root, monkeypatch, budget="gpu", text=TEXT, **changes):
     return path
 
 
-def rewrite(path, blob):
-    """Save ``blob`` with a fresh checksum, as a determined forger would."""
-    blob["sha256"] = checksum(blob["state"])
-    torch.save(blob, path)
-
-
 def grade(path, capsys):
-    """(the check's message, and whether it raised) for the checkpoint at ``path``."""
-    try:
-        checks.check_gpu_exercise(EXERCISE, path)
-    except checks.ExerciseFailed as failed:
-        return str(failed), True
-    captured = capsys.readouterr()
-    return captured.out + captured.err, False
+    return grade_checkpoint(EXERCISE, path, capsys)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +87,7 @@ def test_an_unfinished_run_earns_nothing(changed_run, tmp_path, capsys):
     blob = CheckpointStore.read(changed_run)
     blob["state"]["epoch"] = 2
     path = tmp_path / "unfinished.pt"
-    rewrite(path, blob)
+    forge(path, blob)
     message, failed = grade(path, capsys)
     assert failed and "stopped at epoch 2 of 5" in message
 
@@ -107,7 +97,7 @@ def test_forged_vectors_earn_nothing(changed_run, tmp_path, capsys):
     words, dim = blob["state"]["model"]["inputs.weight"].shape
     torch.manual_seed(1)
     blob["state"]["model"] = SkipGram(words, dim).state_dict()  # untrained, checksum redone
-    rewrite(tmp_path / "forged.pt", blob)
+    forge(tmp_path / "forged.pt", blob)
     message, failed = grade(tmp_path / "forged.pt", capsys)
     assert failed and "is below the target 0.5" in message
 
@@ -119,12 +109,12 @@ def test_vectors_of_another_text_or_model_earn_nothing(tmp_path, monkeypatch, ca
 
     blob = CheckpointStore.read(other)
     blob["identity"] = {"model": {"config": {"n_embd": 16}}}  # a GPT's checkpoint
-    rewrite(other, blob)
+    forge(other, blob)
     message, failed = grade(other, capsys)
     assert failed and "not a run of exercise 1.4's model" in message
 
     blob["identity"] = {"config": {"epochs": 5, "n_embd": 16}}  # epochs, but not skip-gram's
-    rewrite(other, blob)
+    forge(other, blob)
     message, failed = grade(other, capsys)
     assert failed and "not a skip-gram run" in message
 

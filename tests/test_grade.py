@@ -160,7 +160,8 @@ def test_a_gpu_exercise_is_graded_from_the_checkpoint_handed_in(tmp_path, monkey
     notebook earns the points; the same notebook with forged weights, or with no checkpoint,
     earns nothing, and the message says what to hand in."""
     import torch
-    from test_handin import CHAPTER_RUN, _rewrite, _untrained_blob, run
+    from handin_helpers import forge
+    from test_handin import CHAPTER_RUN, _untrained_blob, run
 
     from ctxlib.data import load_tinyshakespeare
     from ctxlib.tokenizers import CharTokenizer
@@ -184,7 +185,7 @@ def test_a_gpu_exercise_is_graded_from_the_checkpoint_handed_in(tmp_path, monkey
     (folder / "ada" / "checkpoints" / "gpu" / genuine.name).write_bytes(genuine.read_bytes())
     forged = _untrained_blob(genuine)
     forged["state"]["history"]["evals"] = {"valid_loss": [0.1]}
-    _rewrite(folder / "ben" / genuine.name, forged)
+    forge(folder / "ben" / genuine.name, forged)
 
     grades = {g.student: g for g in grade_all(folder, source, "smoke", time_limit=120)}
     assert grades["ada"].points == 1 and grades["ada"].message.startswith("Correct!")

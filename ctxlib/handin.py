@@ -18,7 +18,6 @@ checkpoint of another run earns nothing, and the message says what to hand in.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ def skipgram_analogy_accuracy(blob: dict[str, Any], text: str | None = None) -> 
     checkpoint's vectors answer right. The run must have trained on ``text`` (default:
     WikiText-2's training split), whose words give the vectors' vocabulary."""
     from ctxlib.data import load_wikitext2
-    from ctxlib.static import SkipGram, SkipGramConfig, Vocab, analogy_accuracy
+    from ctxlib.static import SkipGram, SkipGramConfig, Vocab, analogy_accuracy, text_digest
 
     text = load_wikitext2("train") if text is None else text
     identity = blob.get("identity", {})
@@ -135,7 +134,7 @@ def skipgram_analogy_accuracy(blob: dict[str, Any], text: str | None = None) -> 
     except (KeyError, TypeError):
         raise HandInProblem("this checkpoint is not a skip-gram run: hand in the file that "
                             "the exercise's train_skipgram call writes.") from None
-    if identity.get("text_sha256") != hashlib.sha256(text.encode()).hexdigest():
+    if identity.get("text_sha256") != text_digest(text):
         raise HandInProblem("these vectors were not trained on WikiText-2's whole training "
                             "split: train on ctxlib.data.load_wikitext2('train'), uncut.")
     vocab = Vocab.from_text(text, config.min_count)

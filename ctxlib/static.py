@@ -139,6 +139,11 @@ class SkipGramConfig:
     seed: int = 0
 
 
+def text_digest(text: str) -> str:
+    """The SHA-256 of the training text, as a skip-gram run's identity records it."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar: bool = True,
                    *, checkpoint_path: str | None = None, checkpoint_every: int = 200,
                    device: torch.device | str | None = None) -> tuple[Vocab, SkipGram, list[float]]:
@@ -176,7 +181,7 @@ def train_skipgram(text: str, config: SkipGramConfig | None = None, progress_bar
     store = CheckpointStore(checkpoint_path) if checkpoint_path else None
     if store is not None:
         identity = {"config": plain(dataclasses.asdict(config)),
-                    "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                    "text_sha256": text_digest(text),
                     "max_batches_per_epoch": cap}  # a capped test run is not the real run
         blob = find_run(store, identity)
         if blob is not None:

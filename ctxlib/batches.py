@@ -145,3 +145,18 @@ def align_labels(
             labels.append(word_labels[word] if label_all_subwords else ignore_index)
         previous = word
     return labels
+
+
+def wikitext2_bpe_streams(bpe_vocab: int, wiki_chars: int | None = None):
+    """Chapters 4 and 6 (and their graders): a BPE tokenizer of ``bpe_vocab`` entries trained on
+    WikiText-2's training text (its first ``wiki_chars`` characters, if set), and the training
+    and validation text as streams of its token ids: (tokenizer, (N_train,), (N_valid,))."""
+    from ctxlib.data import load_wikitext2
+    from ctxlib.tokenizers import BPETokenizer
+
+    text = load_wikitext2("train")
+    if wiki_chars:
+        text = text[:wiki_chars]
+    bpe = BPETokenizer.train(text, vocab_size=bpe_vocab, progress_bar=False)
+    return (bpe, torch.tensor(bpe.encode(text)),
+            torch.tensor(bpe.encode(load_wikitext2("valid"))))

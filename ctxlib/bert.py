@@ -399,6 +399,23 @@ def pretraining_loss(model: BertForPreTraining, batch, use_nsp: bool = True) -> 
                  nsp_labels=nsp_labels if use_nsp else None).loss
 
 
+def wikitext2_documents(bpe_vocab: int, train_articles: list[list[str]] | None = None):
+    """Chapter 5's pretraining text (and its grader's): a BPE tokenizer of ``bpe_vocab``
+    entries trained on the sentences of ``train_articles`` (default: all of WikiText-2's
+    training articles, ``ctxlib.data.wikitext2_sentences``), and the training and validation
+    articles as lists of sentences of its token ids: (tokenizer, train documents, validation
+    documents)."""
+    from ctxlib.data import wikitext2_sentences
+    from ctxlib.tokenizers import BPETokenizer
+
+    if train_articles is None:
+        train_articles = wikitext2_sentences("train")
+    bpe = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
+                             vocab_size=bpe_vocab, progress_bar=False)
+    return (bpe, [bpe.encode_batch(sentences) for sentences in train_articles],
+            [bpe.encode_batch(sentences) for sentences in wikitext2_sentences("valid")])
+
+
 @torch.no_grad()
 def evaluate_pretraining(model: BertForPreTraining, batch, chunk: int = 64) -> dict[str, float]:
     """Validation MLM loss (the mean over chunks of ``chunk`` pairs) and NSP accuracy on a

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctxlib.batches import check_ids
+
 
 @dataclass
 class ModelOutput:
@@ -225,3 +227,43 @@ def _check_input(x: torch.Tensor, d_model: int, attention_mask: torch.Tensor | N
     if attention_mask is not None and tuple(attention_mask.shape) != tuple(x.shape[:2]):
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must be (batch, time) = "
                          f"{tuple(x.shape[:2])}.")
+
+
+class TransformerClassifier(nn.Module):
+    """Chapter 2's sentence classifier: token and position embeddings, a stack of pre-LN
+    ``TransformerBlock``s, a final LayerNorm, the mean over the real tokens, one linear layer.
+
+    ``forward(ids, attention_mask)``: (B, T) token ids and (B, T) mask (1 = real token) ->
+    (B, n_classes) logits; with ``return_weights=True`` also every block's attention weights,
+    (B, layers, heads, T, T).
+    """
+
+    def __init__(self, vocab_size: int, width: int, heads: int, layers: int, max_len: int,
+                 n_classes: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, width)
+        self.positions = nn.Embedding(max_len, width)
+        self.blocks = nn.ModuleList(TransformerBlock(width, heads, dropout=dropout)
+                                    for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, n_classes)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor,
+                return_weights: bool = False):
+        check_ids(ids, self.tokens.num_embeddings, "token ids")
+        if ids.size(1) > self.positions.num_embeddings:
+            raise ValueError(f"{ids.size(1)} tokens do not fit the {self.positions.num_embeddings} "
+                             "positions this classifier knows: cut the inputs to max_len.")
+        x = self.tokens(ids) + self.positions(torch.arange(ids.size(1), device=ids.device))
+        all_weights = []
+        for block in self.blocks:
+            if return_weights:
+                x, weights = block(x, attention_mask, return_weights=True)
+                all_weights.append(weights)
+            else:
+                x = block(x, attention_mask)
+        x = self.norm(x)  # (B, T, C)
+        mask = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+        pooled = (x * mask).sum(1) / mask.sum(1)  # (B, C): the mean over real tokens
+        logits = self.head(pooled)
+        return (logits, torch.stack(all_weights, 1)) if return_weights else logits

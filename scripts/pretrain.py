@@ -56,9 +56,8 @@ from ctxlib import gpt as gpt_lib
 from ctxlib import head_to_head as h2h
 from ctxlib import pretrained
 from ctxlib import xlnet as xlnet_lib
-from ctxlib.batches import lm_windows
+from ctxlib.batches import lm_windows, wikitext2_bpe_streams
 from ctxlib.static import Vocab
-from ctxlib.tokenizers import BPETokenizer
 from ctxlib.train import History, TrainConfig, train
 from ctxlib.train import mean_tokens_per_step as mean_tokens
 
@@ -88,18 +87,6 @@ def budgets_of(chapter: str) -> dict[str, dict]:
     return notebook_budgets(chapter)
 
 
-def wikitext2_bpe_streams(cfg: dict) -> tuple[BPETokenizer, torch.Tensor, torch.Tensor]:
-    """Chapters 4 and 6: a BPE tokenizer of ``cfg["bpe_vocab"]`` entries trained on WikiText-2's
-    training text (its first ``cfg["wiki_chars"]`` characters, if set), and the training and
-    validation text as streams of its token ids (N,)."""
-    text = ctxlib.data.load_wikitext2("train")
-    if cfg["wiki_chars"]:
-        text = text[: cfg["wiki_chars"]]
-    bpe = BPETokenizer.train(text, vocab_size=cfg["bpe_vocab"], progress_bar=False)
-    return (bpe, torch.tensor(bpe.encode(text)),
-            torch.tensor(bpe.encode(ctxlib.data.load_wikitext2("valid"))))
-
-
 def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss_fn, evaluate,
                  settings: dict, checkpoint_every: int, weight_decay: float = 0.01) -> History:
     """Train ``model`` with the budget's TrainConfig fields of recipe ``name`` (``steps``
@@ -115,7 +102,7 @@ def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss
 def pretrain_gpt(budget: str, steps: int | None = None):
     """Chapter 4's WikiText-2 GPT under ``budget``."""
     cfg = RECIPES["gpt"].budgets[budget]
-    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
+    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg["bpe_vocab"], cfg["wiki_chars"])
     config = gpt_lib.GPTConfig(vocab_size=bpe.vocab_size, **cfg["wiki_model"])
     ctxlib.seed_everything(0)
     model = gpt_lib.GPT(config)
@@ -138,12 +125,9 @@ def pretrain_bert(budget: str, steps: int | None = None):
     """Chapter 5's WikiText-2 BERT under ``budget`` (masked LM + next-sentence prediction, the
     notebook's pairs and masks; validation: MLM loss and NSP accuracy on a fixed sample)."""
     cfg = RECIPES["bert"].budgets[budget]
-    train_articles = ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"])
-    valid_articles = ctxlib.data.wikitext2_sentences("valid")
-    bpe = BPETokenizer.train("\n".join(s for a in train_articles for s in a),
-                             vocab_size=cfg["bpe_vocab"], progress_bar=False)
-    train_docs = [bpe.encode_batch(sentences) for sentences in train_articles]
-    valid_docs = [bpe.encode_batch(sentences) for sentences in valid_articles]
+    bpe, train_docs, valid_docs = bert_lib.wikitext2_documents(
+        cfg["bpe_vocab"],
+        ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"]))
     max_tokens = cfg["model"]["max_position"] - 3  # room for [CLS] and two [SEP]s
     config = bert_lib.BertConfig(vocab_size=bpe.vocab_size, **cfg["model"])
     valid_batch = bert_lib.validation_batch(valid_docs, cfg["val_pairs"], bpe, max_tokens)
@@ -166,7 +150,7 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
     second reading the first as memory; validation: the same loss on fixed windows and
     orders)."""
     cfg = RECIPES["xlnet"].budgets[budget]
-    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg)
+    bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg["bpe_vocab"], cfg["wiki_chars"])
     seg_len = cfg["seg_len"]
     num_predict = seg_len // cfg["predict_every"]
     config = xlnet_lib.XLNetConfig(vocab_size=bpe.vocab_size, mem_len=seg_len, **cfg["model"])

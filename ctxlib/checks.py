@@ -307,45 +307,6 @@ def _not_graded(reason: str) -> None:
 
 
 @graded
-def check_run_target(run, metric: str, target: float, *, higher_is_better: bool = False,
-                     budget: str = "gpu", hint: str = "train longer.") -> None:
-    """A training target (GPU exercises), read from the run's own record.
-
-    ``run`` is the :class:`ctxlib.train.History` that ``train`` returned: it records the
-    budget, device and configuration of the run and its evaluations, so a typed number is not
-    accepted. The run must have finished its steps, under the budget the target is for; under
-    another budget (or a run capped by CTXLIB_MAX_STEPS) the check says what the run reached
-    and that it is not graded.
-    """
-    if not hasattr(run, "run") or not hasattr(run, "evals"):
-        _fail("pass the History that train(...) returned: the check reads the run's own record "
-              f"(budget, device, configuration, final {metric}), not a number.")
-    record = run.run or {}
-    if not record.get("id"):
-        _fail("this History has no record of its run: use the one train(...) returned.")
-    if metric not in run.evals or not run.evals[metric]:
-        _fail(f"the run recorded no {metric!r}; it recorded: {', '.join(run.evals) or 'nothing'}.")
-    value = run.evals[metric][-1]
-    steps = record.get("config", {}).get("steps")
-    if not run.steps or run.steps[-1] != steps:
-        _fail(f"the run stopped at step {run.steps[-1] if run.steps else 0} of {steps}: run "
-              "the training cell to the end (it resumes from its checkpoint).")
-    shown = f"{metric.replace('_', ' ')} {value:.3f}"
-    if record.get("capped_by") is not None or record.get("budget") != budget:
-        why = (f"this run was capped at {record['capped_by']} steps by CTXLIB_MAX_STEPS"
-               if record.get("capped_by") is not None
-               else f"this run used the {record.get('budget')} budget on {record.get('device')}")
-        _not_graded(f"the target {target} is for the {budget} budget, and {why}; it reached "
-                    f"{shown}.")
-        return
-    reached = value >= target if higher_is_better else value <= target
-    if not reached:
-        side = "below" if higher_is_better else "above"
-        _fail(f"{shown} is {side} the target {target}: {hint}")
-    _passed(f"{shown} (target {target}), on {record.get('device')}.")
-
-
-@graded
 def check_gpu_exercise(exercise, path=None) -> None:
     """A GPU exercise, graded from the checkpoint its run wrote (see :mod:`ctxlib.handin`):
     its weights are scored again here, so the points never come from a number or a History.

@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 import torch
-from handin_helpers import forge
+from handin_helpers import assert_runs_of_the_chapter, forge, notebook_gpu_budget
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import checks, handin
@@ -140,17 +140,12 @@ def test_a_missing_file_says_what_to_hand_in(tmp_path, monkeypatch, capsys):
 
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in hold the chapter's gpu budget's values."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    gpu = notebook_budgets("04_gpt")["gpu"]
-    expected = {**gpu["char_model"], **gpu["char_train"], "batch": gpu["char_batch"]}
-    for name, value in handin.EXERCISES["4.4"].chapter_run.items():
-        if name in expected:
-            assert expected[name] == value, name
+    gpu = notebook_gpu_budget("04_gpt")
+    # the chapter's character GPT trains with weight decay 0.1 (the exercise cell's default)
+    # and TrainConfig's default schedule floor
+    assert_runs_of_the_chapter(handin.EXERCISES["4.4"], {
+        "weight_decay": 0.1, "min_lr_ratio": TrainConfig.min_lr_ratio, **gpu["char_model"],
+        **gpu["char_train"], "batch": gpu["char_batch"]})
 
 
 def test_a_run_capped_for_a_code_path_test_is_not_graded(tmp_path, monkeypatch, characters,

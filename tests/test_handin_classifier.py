@@ -8,7 +8,12 @@ from functools import partial
 import pytest
 import torch
 import torch.nn.functional as F
-from handin_helpers import forge
+from handin_helpers import (
+    assert_a_forged_history_earns_nothing,
+    assert_runs_of_the_chapter,
+    forge,
+    notebook_gpu_budget,
+)
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import handin
@@ -118,11 +123,8 @@ def test_the_chapters_own_run_or_another_tokenizer_earns_nothing(tmp_path, monke
 def test_a_forged_history_or_another_models_checkpoint_earns_nothing(tmp_path, monkeypatch,
                                                                      items, capsys):
     path = run(tmp_path, monkeypatch, items, steps=600)
-    blob = _untrained(path)  # untrained weights, with a history claiming a high accuracy
-    blob["state"]["history"]["evals"] = {"dev_accuracy": [0.99]}
-    forge(path, blob)
-    message, failed = grade(path, capsys)
-    assert failed and f"is below the target {TARGET}" in message
+    blob = _untrained(path)
+    assert_a_forged_history_earns_nothing(EXERCISE, path, blob, "dev_accuracy", 0.99, capsys)
 
     blob["identity"]["model"]["shapes"]["tokens.weight"] = [4000, 16]  # another tokenizer's
     forge(path, blob)
@@ -133,16 +135,8 @@ def test_a_forged_history_or_another_models_checkpoint_earns_nothing(tmp_path, m
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in, and those that must stay, hold chapter 2's gpu
     budget's values (the classifier's dropout is the chapter's 0.1)."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    gpu = {**notebook_budgets("02_attention")["gpu"], "dropout": 0.1}
-    exercise = handin.EXERCISES["2.4"]
-    for name, value in {**exercise.chapter_run, **exercise.fixed}.items():
-        assert gpu[name] == value, name
+    gpu = {**notebook_gpu_budget("02_attention"), "dropout": 0.1}
+    assert_runs_of_the_chapter(handin.EXERCISES["2.4"], gpu)
     assert gpu["bpe_vocab"] == handin.SST2_BPE_VOCAB
 
 

@@ -7,7 +7,12 @@ from functools import partial
 
 import pytest
 import torch
-from handin_helpers import forge
+from handin_helpers import (
+    assert_a_forged_history_earns_nothing,
+    assert_runs_of_the_chapter,
+    forge,
+    notebook_gpu_budget,
+)
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import elmo, handin
@@ -99,11 +104,8 @@ def test_the_chapters_own_run_or_a_forged_history_earns_nothing(tmp_path, monkey
     assert failed and "the chapter's own gpu run" in message
 
     changed = run(tmp_path, monkeypatch, words, dropout=0.1)
-    blob = _untrained(changed)  # untrained weights, with a history claiming a low perplexity
-    blob["state"]["history"]["evals"] = {"forward_ppl": [50.0]}
-    forge(changed, blob)
-    message, failed = grade(changed, capsys)
-    assert failed and f"is above the target {TARGET}" in message
+    assert_a_forged_history_earns_nothing(EXERCISE, changed, _untrained(changed), "forward_ppl",
+                                          50.0, capsys)
 
 
 def test_another_models_checkpoint_earns_nothing(tmp_path, monkeypatch, words, capsys):
@@ -117,17 +119,7 @@ def test_another_models_checkpoint_earns_nothing(tmp_path, monkeypatch, words, c
 
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in hold chapter 3's gpu budget's values."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    from ctxlib.checkpoints import plain
-
-    gpu = notebook_budgets("03_elmo")["gpu"]
-    expected = {**gpu["model"], **gpu["train"], "batch": gpu["batch"], "window": gpu["window"]}
-    chapter_run = handin.EXERCISES["3.3"].chapter_run
-    assert set(chapter_run) <= set(expected)
-    for name, value in chapter_run.items():
-        assert plain(expected[name]) == value, name
+    gpu = notebook_gpu_budget("03_elmo")
+    assert_runs_of_the_chapter(handin.EXERCISES["3.3"], {**gpu["model"], **gpu["train"],
+                                                         "batch": gpu["batch"],
+                                                         "window": gpu["window"]})

@@ -7,7 +7,12 @@ import dataclasses
 
 import pytest
 import torch
-from handin_helpers import forge
+from handin_helpers import (
+    assert_a_forged_history_earns_nothing,
+    assert_runs_of_the_chapter,
+    forge,
+    notebook_gpu_budget,
+)
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import handin
@@ -91,11 +96,8 @@ def test_the_chapters_own_run_another_objective_or_context_earns_nothing(tmp_pat
 def test_a_forged_history_or_another_vocabulary_earns_nothing(tmp_path, monkeypatch, text,
                                                              capsys):
     path = run(tmp_path, monkeypatch, text, steps=60)
-    blob = _untrained(path)  # untrained weights, with a history claiming a low loss
-    blob["state"]["history"]["evals"] = {"valid_loss": [1.0]}
-    forge(path, blob)
-    message, failed = grade(path, capsys)
-    assert failed and f"is above the target {TARGET}" in message
+    blob = _untrained(path)
+    assert_a_forged_history_earns_nothing(EXERCISE, path, blob, "valid_loss", 1.0, capsys)
 
     blob["identity"]["model"]["config"]["vocab_size"] = 4000
     forge(path, blob)
@@ -106,15 +108,7 @@ def test_a_forged_history_or_another_vocabulary_earns_nothing(tmp_path, monkeypa
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in, and those that must stay, hold chapter 7's gpu
     budget's values; so does the grader's vocabulary."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    gpu = notebook_budgets("07_head_to_head")["gpu"]
-    expected = {**dataclasses.asdict(h2h.Sizes(**gpu["sizes"])), **gpu, "objective": "causal"}
-    exercise = handin.EXERCISES["7.2"]
-    for name, value in {**exercise.chapter_run, **exercise.fixed}.items():
-        assert expected[name] == value, name
+    gpu = notebook_gpu_budget("07_head_to_head")
+    assert_runs_of_the_chapter(handin.EXERCISES["7.2"],
+                               {**dataclasses.asdict(h2h.Sizes(**gpu["sizes"])), **gpu})
     assert gpu["bpe_vocab"] == handin.H2H_BPE_VOCAB and gpu["articles"] is None

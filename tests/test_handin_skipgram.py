@@ -12,7 +12,7 @@ from functools import partial
 
 import pytest
 import torch
-from handin_helpers import forge
+from handin_helpers import forge, notebook_gpu_budget
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import handin
@@ -121,13 +121,7 @@ def test_vectors_of_another_text_or_model_earn_nothing(tmp_path, monkeypatch, ca
 
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in hold what chapter 1's gpu budget trains."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    gpu = notebook_budgets("01_static_to_contextual")["gpu"]
+    gpu = notebook_gpu_budget("01_static_to_contextual")
     chapter = dataclasses.asdict(SkipGramConfig(dim=gpu["dim"], epochs=gpu["epochs"],
                                                 min_count=gpu["min_count"]))
     chapter.pop("seed")  # another seed is not a change

@@ -8,7 +8,12 @@ from functools import partial
 
 import pytest
 import torch
-from handin_helpers import forge
+from handin_helpers import (
+    assert_a_forged_history_earns_nothing,
+    assert_runs_of_the_chapter,
+    forge,
+    notebook_gpu_budget,
+)
 from handin_helpers import grade as grade_checkpoint
 
 from ctxlib import handin
@@ -107,11 +112,8 @@ def test_the_chapters_own_run_or_another_task_earns_nothing(tmp_path, monkeypatc
 def test_a_forged_history_or_another_models_checkpoint_earns_nothing(tmp_path, monkeypatch,
                                                                      stream, capsys):
     path = run(tmp_path, monkeypatch, stream, lr=1e-2)
-    blob = _untrained(path)  # untrained weights, with a history claiming a low loss
-    blob["state"]["history"]["evals"] = {"valid_loss": [1.0]}
-    forge(path, blob)
-    message, failed = grade(path, capsys)
-    assert failed and f"is above the target {TARGET}" in message
+    blob = _untrained(path)
+    assert_a_forged_history_earns_nothing(EXERCISE, path, blob, "valid_loss", 1.0, capsys)
 
     blob["identity"]["model"]["config"]["vocab_size"] = 4000  # another tokenizer's model
     forge(path, blob)
@@ -122,16 +124,8 @@ def test_a_forged_history_or_another_models_checkpoint_earns_nothing(tmp_path, m
 def test_the_exercises_chapter_run_is_the_notebooks_gpu_budget():
     """The fields a change is looked for in, and those that must stay, hold chapter 6's gpu
     budget's values; so does the tokenizer the grader builds."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from nbtools import notebook_budgets
-
-    gpu = notebook_budgets("06_xlnet")["gpu"]
-    expected = {**gpu["model"], **gpu["pretrain"], **gpu}
-    exercise = handin.EXERCISES["6.3"]
-    for name, value in {**exercise.chapter_run, **exercise.fixed}.items():
-        assert expected[name] == value, name
+    gpu = notebook_gpu_budget("06_xlnet")
+    assert_runs_of_the_chapter(handin.EXERCISES["6.3"],
+                               {**gpu["model"], **gpu["pretrain"], **gpu})
     assert gpu["bpe_vocab"] == handin.XLNET_BPE_VOCAB
     assert gpu["eval_windows"] == handin.XLNET_VALID_WINDOWS

@@ -404,7 +404,7 @@ EXERCISES = {
         file="sst2_transformer_exercise",
         score_name="SST-2 dev accuracy",
         # The course's estimate, not yet measured against the chapter's own gpu run (no GPU
-        # has run it): results/02_attention_exercise.json will hold that measurement.
+        # has run it, and scripts/calibrate_gpu_exercise.py has no recipe for it yet).
         target=0.78,
         higher_is_better=True,
         chapter_run={"width": 256, "heads": 8, "layers": 4, "dropout": 0.1, "batch": 128,
@@ -417,7 +417,8 @@ EXERCISES = {
         file="elmo_bilm_exercise",
         score_name="forward validation perplexity",
         # The course's estimate, not yet measured against the chapter's own gpu run (no GPU
-        # has run it): results/03_elmo_exercise.json will hold that measurement.
+        # has run it): `python scripts/calibrate_gpu_exercise.py 3.3` on a GPU measures it
+        # (results/03_elmo_exercise.json).
         target=200.0,
         higher_is_better=False,
         chapter_run={"dim": 256, "hidden": 1024, "layers": 2, "max_chars": 20, "dropout": 0.2,
@@ -431,7 +432,8 @@ EXERCISES = {
         file="bert_exercise",
         score_name="validation masked-LM loss (nats)",
         # The course's estimate, not yet measured against the chapter's own gpu run (no GPU
-        # has run it): results/05_bert_exercise.json will hold that measurement.
+        # has run it): `python scripts/calibrate_gpu_exercise.py 5.3` on a GPU measures it
+        # (results/05_bert_exercise.json).
         target=5.0,
         higher_is_better=False,
         chapter_run={"n_layer": 6, "n_head": 8, "d_model": 256, "dropout": 0.1,
@@ -444,7 +446,8 @@ EXERCISES = {
         file="xlnet_exercise",
         score_name="validation permutation-LM loss (nats)",
         # The course's estimate, not yet measured against the chapter's own gpu run (no GPU
-        # has run it): results/06_xlnet_exercise.json will hold that measurement.
+        # has run it): `python scripts/calibrate_gpu_exercise.py 6.3` on a GPU measures it
+        # (results/06_xlnet_exercise.json).
         target=4.5,
         higher_is_better=False,
         chapter_run={"n_layer": 6, "n_head": 8, "d_model": 256, "dropout": 0.1,
@@ -457,7 +460,8 @@ EXERCISES = {
         file="h2h_causal_exercise",
         score_name="validation loss of the causal LM (nats per token)",
         # The course's estimate, not yet measured against the chapter's own gpu run (no GPU
-        # has run it): results/07_head_to_head_exercise.json will hold that measurement.
+        # has run it): `python scripts/calibrate_gpu_exercise.py 7.2` on a GPU measures it
+        # (results/07_head_to_head_exercise.json).
         target=4.2,
         higher_is_better=False,
         # the learning rate is not among the fields: the chapter's sweep chooses it

@@ -34,6 +34,7 @@ pretraining, and its course checkpoint.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from collections.abc import Callable
@@ -81,30 +82,62 @@ class Run(NamedTuple):
     info: dict[str, Any] | None = None  # what the course checkpoint must also record
 
 
+class Variant(NamedTuple):
+    """A run other than the chapter's own (a GPU exercise's, a calibration's): its changes to
+    the budget's settings, each put where the budget keeps that field (else among the model's
+    sizes, whose class refuses a field it does not have), its seed (the initial weights and
+    the data order) and its checkpoint's name. The default is the chapter's run."""
+
+    changes: dict[str, Any] | None = None
+    seed: int = 0
+    checkpoint_name: str | None = None
+
+
+CHAPTERS_RUN = Variant()
+
+
 @cache
 def budgets_of(chapter: str) -> dict[str, dict]:
     """The smoke, cpu and gpu budgets of ``notebooks/<chapter>.ipynb``'s budget cell."""
     return notebook_budgets(chapter)
 
 
-def train_recipe(name: str, budget: str, steps: int | None, model, batches, loss_fn, evaluate,
-                 settings: dict, checkpoint_every: int, weight_decay: float = 0.01) -> History:
-    """Train ``model`` with the budget's TrainConfig fields of recipe ``name`` (``steps``
-    overriding its steps), checkpointed under the name the chapter's notebook uses."""
+def settings_of(name: str, budget: str, variant: Variant = CHAPTERS_RUN) -> dict:
+    """Recipe ``name``'s settings under ``budget`` (its notebook's), with ``variant``'s
+    changes."""
     recipe = RECIPES[name]
-    fields = recipe.budgets[budget][recipe.train_key]
-    config = TrainConfig(weight_decay=weight_decay, checkpoint_every=checkpoint_every,
-                         checkpoint_path=ctxlib.checkpoint_path(recipe.checkpoint_name),
-                         **dict(fields, steps=steps or fields["steps"]))
+    cfg = copy.deepcopy(recipe.budgets[budget])
+    for field, value in (variant.changes or {}).items():
+        if recipe.train_key and field in cfg[recipe.train_key]:
+            cfg[recipe.train_key][field] = value
+        elif field in cfg and not isinstance(cfg[field], dict):
+            cfg[field] = value
+        else:
+            cfg[recipe.model_key][field] = value
+    return cfg
+
+
+def train_recipe(name: str, cfg: dict, steps: int | None, model, batches, loss_fn, evaluate,
+                 settings: dict, checkpoint_every: int, weight_decay: float = 0.01,
+                 variant: Variant = CHAPTERS_RUN) -> History:
+    """Train ``model`` with the TrainConfig fields of recipe ``name`` in ``cfg`` (``steps``
+    overriding its steps), checkpointed under the name the chapter's notebook uses (or the
+    variant's)."""
+    recipe = RECIPES[name]
+    fields = cfg[recipe.train_key]
+    config = TrainConfig(
+        weight_decay=weight_decay, checkpoint_every=checkpoint_every, seed=variant.seed,
+        checkpoint_path=ctxlib.checkpoint_path(variant.checkpoint_name or recipe.checkpoint_name),
+        **dict(fields, steps=steps or fields["steps"]))
     return train(model, batches, loss_fn, config, eval_fn=evaluate, settings=settings)
 
 
-def pretrain_gpt(budget: str, steps: int | None = None):
+def pretrain_gpt(budget: str, steps: int | None = None, variant: Variant = CHAPTERS_RUN):
     """Chapter 4's WikiText-2 GPT under ``budget``."""
-    cfg = RECIPES["gpt"].budgets[budget]
+    cfg = settings_of("gpt", budget, variant)
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg["bpe_vocab"], cfg["wiki_chars"])
     config = gpt_lib.GPTConfig(vocab_size=bpe.vocab_size, **cfg["wiki_model"])
-    ctxlib.seed_everything(0)
+    ctxlib.seed_everything(variant.seed)
     model = gpt_lib.GPT(config)
 
     valid_batches = gpt_lib.validation_windows(valid_ids, 160, config.block_size)
@@ -115,16 +148,16 @@ def pretrain_gpt(budget: str, steps: int | None = None):
     def batches(generator):
         return lm_windows(train_ids, cfg["wiki_batch"], config.block_size, generator)
 
-    history = train_recipe("gpt", budget, steps, model, batches, gpt_lib.lm_loss, evaluate,
+    history = train_recipe("gpt", cfg, steps, model, batches, gpt_lib.lm_loss, evaluate,
                            {"batch": cfg["wiki_batch"], "wiki_chars": cfg["wiki_chars"]},
-                           checkpoint_every=500, weight_decay=0.1)
+                           checkpoint_every=500, weight_decay=0.1, variant=variant)
     return Run(model, bpe, history, evaluate, batches)
 
 
-def pretrain_bert(budget: str, steps: int | None = None):
+def pretrain_bert(budget: str, steps: int | None = None, variant: Variant = CHAPTERS_RUN):
     """Chapter 5's WikiText-2 BERT under ``budget`` (masked LM + next-sentence prediction, the
     notebook's pairs and masks; validation: MLM loss and NSP accuracy on a fixed sample)."""
-    cfg = RECIPES["bert"].budgets[budget]
+    cfg = settings_of("bert", budget, variant)
     bpe, train_docs, valid_docs = bert_lib.wikitext2_documents(
         cfg["bpe_vocab"],
         ctxlib.take(ctxlib.data.wikitext2_sentences("train"), cfg["wiki_articles"]))
@@ -138,18 +171,19 @@ def pretrain_bert(budget: str, steps: int | None = None):
     def evaluate(model):
         return bert_lib.evaluate_pretraining(model, valid_batch)
 
-    ctxlib.seed_everything(0)
+    ctxlib.seed_everything(variant.seed)
     model = bert_lib.BertForPreTraining(config)
-    history = train_recipe("bert", budget, steps, model, batches, bert_lib.pretraining_loss,
-                           evaluate, {"batch": cfg["batch"]}, checkpoint_every=400)
+    history = train_recipe("bert", cfg, steps, model, batches, bert_lib.pretraining_loss,
+                           evaluate, {"batch": cfg["batch"]}, checkpoint_every=400,
+                           variant=variant)
     return Run(model, bpe, history, evaluate, batches)
 
 
-def pretrain_xlnet(budget: str, steps: int | None = None):
+def pretrain_xlnet(budget: str, steps: int | None = None, variant: Variant = CHAPTERS_RUN):
     """Chapter 6's WikiText-2 XLNet under ``budget`` (the permutation LM on two segments, the
     second reading the first as memory; validation: the same loss on fixed windows and
     orders)."""
-    cfg = RECIPES["xlnet"].budgets[budget]
+    cfg = settings_of("xlnet", budget, variant)
     bpe, train_ids, valid_ids = wikitext2_bpe_streams(cfg["bpe_vocab"], cfg["wiki_chars"])
     seg_len = cfg["seg_len"]
     num_predict = seg_len // cfg["predict_every"]
@@ -165,20 +199,20 @@ def pretrain_xlnet(budget: str, steps: int | None = None):
     def evaluate(model):
         return xlnet_lib.evaluate_pretraining(model, valid_batches)
 
-    ctxlib.seed_everything(0)
+    ctxlib.seed_everything(variant.seed)
     model = xlnet_lib.XLNetLM(config)
-    history = train_recipe("xlnet", budget, steps, model, batches, xlnet_lib.pretraining_loss,
+    history = train_recipe("xlnet", cfg, steps, model, batches, xlnet_lib.pretraining_loss,
                            evaluate,
                            {k: cfg[k] for k in ("batch", "seg_len", "predict_every", "wiki_chars")},
-                           checkpoint_every=200)
+                           checkpoint_every=200, variant=variant)
     return Run(model, bpe, history, evaluate, batches)
 
 
-def pretrain_elmo(budget: str, steps: int | None = None):
+def pretrain_elmo(budget: str, steps: int | None = None, variant: Variant = CHAPTERS_RUN):
     """Chapter 3's WikiText-2 biLM under ``budget`` (characters in, WikiText-2's closed word
     vocabulary out, both directions; validation: perplexity of each direction on consecutive
     windows)."""
-    cfg = RECIPES["elmo"].budgets[budget]
+    cfg = settings_of("elmo", budget, variant)
     wiki = ctxlib.data.load_wikitext2("train")
     words = wiki.split()
     if cfg["wiki_words"]:
@@ -199,26 +233,27 @@ def pretrain_elmo(budget: str, steps: int | None = None):
     def evaluate(model):
         return elmo_lib.evaluate_lm(model, valid_windows, spelled, cfg["batch"])
 
-    ctxlib.seed_everything(0)
+    ctxlib.seed_everything(variant.seed)
     model = elmo_lib.BiLM(config)
-    history = train_recipe("elmo", budget, steps, model, batches, elmo_lib.lm_loss, evaluate,
+    history = train_recipe("elmo", cfg, steps, model, batches, elmo_lib.lm_loss, evaluate,
                            {"batch": cfg["batch"], "window": cfg["window"]},
-                           checkpoint_every=200)
+                           checkpoint_every=200, variant=variant)
     return Run(model, vocab, history, evaluate, batches)
 
 
-def pretrain_h2h(key: str, budget: str, steps: int | None = None) -> Run:
+def pretrain_h2h(key: str, budget: str, steps: int | None = None,
+                 variant: Variant = CHAPTERS_RUN) -> Run:
     """Chapter 7's contender ``key`` (one of ``h2h.OBJECTIVES``) under ``budget``, at the rate
     its cpu sweep chose. With more ``steps`` than the budget's, warmup and evaluations keep
     their share of the run."""
-    cfg = RECIPES[f"h2h_{key}"].budgets[budget]
+    cfg = settings_of(f"h2h_{key}", budget, variant)
     text = h2h.shared_text(cfg["bpe_vocab"], cfg["articles"])
-    contender = h2h.build(key, text, h2h.Sizes(**cfg["sizes"]))
+    contender = h2h.build(key, text, h2h.Sizes(**cfg["sizes"]), seed=variant.seed)
     steps = steps or cfg["steps"]
     history = h2h.pretrain(contender, steps, H2H_LRS[key],
                            warmup_steps=max(1, cfg["warmup_steps"] * steps // cfg["steps"]),
                            eval_every=max(1, cfg["eval_every"] * steps // cfg["steps"]),
-                           name=f"h2h_{key}")
+                           name=variant.checkpoint_name or f"h2h_{key}", seed=variant.seed)
     # the biLM numbers the tokens by frequency in the training text: a loader needs that order
     order = contender.token_order()
     return Run(contender.model, text.tokenizer, history, contender.evaluate, contender.batches,
@@ -231,7 +266,7 @@ class Recipe:
     checkpoint."""
 
     chapter: str  # the notebook whose budget cell sets the budgets
-    pretrain: Callable[[str, int | None], Run]
+    pretrain: Callable[..., Run]  # (budget, steps=None, variant=Variant()) -> Run
     checkpoint_name: str  # the training checkpoint, the name the notebook gives it
     train_key: str | None  # where the budget keeps the TrainConfig fields (chapter 7: none)
     valid_key: str  # the validation loss that evaluate() reports

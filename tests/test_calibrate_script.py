@@ -1,0 +1,73 @@
+"""scripts/calibrate_gpu_exercise.py measures a GPU exercise's target: its solutions are the
+notebooks', its verdict reads the runs right, and it trains, scores and records a run."""
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from calibrate_gpu_exercise import EXERCISES, main, merge, verdict
+from nbtools import notebook_budgets
+from pretrain import RECIPES
+
+from ctxlib import handin
+from ctxlib.runtime import Settings
+
+
+def solution_changes(exercise: str) -> dict:
+    """The changes the notebook's solution cell makes, under the gpu budget."""
+    chapter = RECIPES[EXERCISES[exercise][0]].chapter
+    nb = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)
+    grade_id = f"ex-{exercise.replace('.', '-')}-answer"
+    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    names = {"cfg": Settings(notebook_budgets(chapter)["gpu"])}
+    exec(cell.source, names)  # noqa: S102 (the course's own solution cell)
+    return {k: v for part in ("changes", "model_changes", "train_changes", "size_changes")
+            for k, v in names.get(part, {}).items()}
+
+
+@pytest.mark.parametrize("exercise", sorted(EXERCISES))
+def test_the_solutions_are_the_notebooks(exercise):
+    assert solution_changes(exercise) == EXERCISES[exercise][1]
+    # and each changes a field the exercise's check looks for a change in
+    assert set(EXERCISES[exercise][1]) <= set(handin.EXERCISES[exercise].chapter_run)
+
+
+def run(arm, seed, score, capped_by=None):
+    return {"arm": arm, "seed": seed, "score": score, "capped_by": capped_by}
+
+
+def test_the_verdict_reads_the_runs():
+    """6.3's target is a loss of 4.5: the chapter's runs must all stay above it, the
+    solution's seed 0 reach it; capped runs do not count."""
+    assert handin.EXERCISES["6.3"].target == 4.5
+    good = [run("chapter", s, 4.6 + s / 10) for s in range(3)] + [run("solution", 0, 4.4)]
+    assert verdict("6.3", good) == {"target": 4.5, "chapter_misses_it": True,
+                                    "solution_meets_it_at_seed_0": True}
+    bad = [run("chapter", 0, 4.6), run("chapter", 1, 4.45), run("solution", 0, 4.55)]
+    assert verdict("6.3", bad) == {"target": 4.5, "chapter_misses_it": False,
+                                   "solution_meets_it_at_seed_0": False}
+    capped = [run("chapter", 0, 1.0, capped_by=1), run("solution", 1, 4.0)]
+    assert verdict("6.3", capped) == {"target": 4.5, "chapter_misses_it": None,
+                                      "solution_meets_it_at_seed_0": None}
+    assert merge(bad, [run("chapter", 1, 4.7)]) == [bad[0], bad[2], run("chapter", 1, 4.7)]
+
+
+@pytest.mark.slow
+def test_a_calibration_trains_scores_and_records_its_runs(tmp_path, monkeypatch):
+    """Chapter 7's causal LM at its gpu size, one step a run (CTXLIB_MAX_STEPS): both arms are
+    trained, scored again from their checkpoints and recorded, marked capped."""
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", str(tmp_path))
+    results = tmp_path / "07_head_to_head_exercise.json"
+    main(["7.2", "--seeds", "0", "--results", str(results)])
+    record = json.loads(results.read_text())
+    assert [(r["arm"], r["seed"], r["changes"]) for r in record["runs"]] == [
+        ("chapter", 0, {}), ("solution", 0, {"steps": 16_000})]
+    assert all(r["capped_by"] == 1 and 0 < r["score"] < 20 for r in record["runs"])
+    assert record["verdict"]["chapter_misses_it"] is None  # capped runs measure nothing
+    assert (tmp_path / "checkpoints" / "gpu" / "calibration" / "7_2_solution_seed0.pt").exists()

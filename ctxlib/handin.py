@@ -344,7 +344,7 @@ def xlnet_permutation_loss(blob: dict[str, Any], windows: int = XLNET_VALID_WIND
     model = with_weights(XLNetLM(XLNetConfig(**config)), blob)
     seg_len = settings["seg_len"]
     batches = validation_batches(valid_ids, windows, seg_len, seg_len // settings["predict_every"])
-    return evaluate_pretraining(model.eval(), batches)["valid_loss"]
+    return evaluate_pretraining(model, batches)["valid_loss"]
 
 
 # --- Exercise 7.2: chapter 7's causal LM at full size ---------------------------------------------
@@ -370,6 +370,7 @@ def causal_contender_loss(blob: dict[str, Any], valid_batches: int | None = None
 
     text = shared_wikitext2(H2H_BPE_VOCAB)
     settings = run_settings(blob)
+    # The nested sizes, not run_settings' flattened copy: Sizes(**sizes) rebuilds the run.
     sizes = blob.get("identity", {}).get("settings", {}).get("sizes")
     if settings.get("objective") != "causal" or not sizes:
         raise HandInProblem("this checkpoint is not a run of chapter 7's causal contender "

@@ -111,7 +111,11 @@ def test_checkpoints_on_drive_mounts_drive_in_colab_and_points_checkpoints_there
     monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setattr(ctxlib.runtime, "DRIVE", tmp_path / "drive")
-    monkeypatch.delenv("CTXLIB_CHECKPOINTS", raising=False)
+    # setenv first: it records the variable's state, so monkeypatch undoes what
+    # checkpoints_on_drive writes (a bare delenv of an unset variable records nothing,
+    # and the Drive path then leaked into every later test and notebook kernel).
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", "unset-by-the-test")
+    monkeypatch.delenv("CTXLIB_CHECKPOINTS")
     monkeypatch.setenv("CTXLIB_BUDGET", "cpu")
 
     root = ctxlib.checkpoints_on_drive()
@@ -122,7 +126,8 @@ def test_checkpoints_on_drive_mounts_drive_in_colab_and_points_checkpoints_there
 
 
 def test_checkpoints_on_drive_changes_nothing_outside_colab(monkeypatch, capsys):
-    monkeypatch.delenv("CTXLIB_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", "unset-by-the-test")
+    monkeypatch.delenv("CTXLIB_CHECKPOINTS")
     monkeypatch.setattr(ctxlib.runtime, "in_colab", lambda: False)
     ctxlib.checkpoints_on_drive()
     assert "CTXLIB_CHECKPOINTS" not in os.environ
@@ -148,3 +153,9 @@ def test_a_code_path_test_takes_the_named_data_settings_from_smoke(monkeypatch, 
         monkeypatch.setenv("CTXLIB_SMALL_DATA", unknown)
         with pytest.raises(ValueError, match=f"names '{unknown}', which this budget lacks"):
             ctxlib.budget(**budgets, verbose=False)
+
+
+def test_the_drive_test_leaves_no_checkpoint_folder_behind():
+    """Runs after the Drive tests in this file: the notebooks nbval runs later in the same
+    process must not read or resume checkpoints from a test's temporary Drive."""
+    assert "drive" not in os.environ.get("CTXLIB_CHECKPOINTS", "")

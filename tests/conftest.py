@@ -34,3 +34,14 @@ def built_book(tmp_path_factory) -> Path:
          "--quiet"], capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return out / "_build" / "html"
+
+
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """Every test leaves ``os.environ`` as it found it, whatever the code it calls writes
+    there (``checkpoints_on_drive`` sets ``CTXLIB_CHECKPOINTS`` for good, by design): the
+    notebooks nbval runs later in the same process inherit the environment."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

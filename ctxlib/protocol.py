@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ctxlib.runtime import current_budget, describe_device, max_steps_override, progress
+from ctxlib.runtime import code_path_test, current_budget, describe_device, progress
 
 
 @dataclass
@@ -127,7 +127,7 @@ def learning_curve(task: str, arms: dict[str, Arm], pool_size: int, sizes: Seque
     arm, size and seed (a silent NaN would win or lose a comparison at random).
     """
     _check_design(arms, sizes, seeds)
-    if max_steps_override() is not None:
+    if code_path_test():
         # A code-path test (a gpu budget's models, one step each, on a CPU): tiny pools, one
         # seed, one size and each arm's first setting: every fit runs the same code.
         seeds = list(seeds)[:1]

@@ -101,7 +101,7 @@ SMALL_DATA_ENV = "CTXLIB_SMALL_DATA"
 
 
 def small_data_settings() -> list[str]:
-    """``CTXLIB_SMALL_DATA`` in a code-path test (``CTXLIB_MAX_STEPS`` set), else nothing.
+    """``CTXLIB_SMALL_DATA`` in a code-path test (see ``code_path_test``), else nothing.
 
     A comma-separated list of settings that size data, evaluation or the protocol (batch
     sizes, pools, dev sets, validation batches, learning-curve sizes): a code-path test takes
@@ -112,7 +112,7 @@ def small_data_settings() -> list[str]:
     never mixes budgets.
     """
     value = os.environ.get(SMALL_DATA_ENV, "")
-    if max_steps_override() is None:
+    if not code_path_test():
         return []
     return [name.strip() for name in value.split(",") if name.strip()]
 
@@ -284,10 +284,26 @@ def max_steps_override() -> int | None:
     """``CTXLIB_MAX_STEPS``, if set: a cap on every training run.
 
     Tests set it to run a notebook's full-size (gpu) configuration for one step on a CPU, so
-    that the gpu code path is exercised without the hours of training it is meant for.
+    that the gpu code path is exercised without the hours of training it is meant for; the GPU
+    check (``scripts/gpu_check.py``) sets it to time a few steps of every loop.
     """
     value = os.environ.get("CTXLIB_MAX_STEPS")
     return int(value) if value else None
+
+
+TIMING_RUN_ENV = "CTXLIB_TIMING_RUN"
+
+
+def code_path_test() -> bool:
+    """True in a code-path test: ``CTXLIB_MAX_STEPS`` caps every training loop, and the data
+    sets, the protocol's seeds and sizes and the settings in ``CTXLIB_SMALL_DATA`` shrink too,
+    so that a gpu budget's models run on a CPU in seconds.
+
+    False in the GPU check's timing run (``CTXLIB_TIMING_RUN=1`` beside ``CTXLIB_MAX_STEPS``):
+    it caps the loops but keeps every data set, seed and size, so that the work it times, and
+    the steps each loop is asked for, are those of the real run.
+    """
+    return max_steps_override() is not None and not os.environ.get(TIMING_RUN_ENV)
 
 
 TEST_RUN_ITEMS = 16  # how many items take() keeps in a code-path test run
@@ -296,10 +312,10 @@ TEST_RUN_ITEMS = 16  # how many items take() keeps in a code-path test run
 def take(items, n: int | None):
     """The first ``n`` items of a list (all of them when ``n`` is None).
 
-    In a code-path test (``CTXLIB_MAX_STEPS`` set) at most ``TEST_RUN_ITEMS``: the gpu
+    In a code-path test (see ``code_path_test``) at most ``TEST_RUN_ITEMS``: the gpu
     configuration's full data sets are meant for a GPU, not for a one-step test on a CPU.
     """
-    if max_steps_override() is not None:
+    if code_path_test():
         n = TEST_RUN_ITEMS if n is None else min(n, TEST_RUN_ITEMS)
     return items if n is None else items[:n]
 

@@ -9,7 +9,11 @@ For each chapter's notebook it
 (a) runs the notebook end to end on this device under the ``smoke`` budget (does every cell
     work on a GPU?);
 (b) runs it under the ``gpu`` budget, every data set and model at its real size, with each
-    training loop capped at ``--max-steps`` steps (``CTXLIB_MAX_STEPS``). ``ctxlib.train``
+    training loop capped at ``--max-steps`` steps (``CTXLIB_MAX_STEPS``). Unlike the tests'
+    code-path runs, this timing run (``CTXLIB_TIMING_RUN``) keeps every data set whole and
+    every seed, size and setting of the evaluation protocol, so that it does all the work of
+    the real run but the skipped steps (a chapter with many fine-tuning fits takes longer
+    than one with a single long loop: split a run with ``--chapters``). ``ctxlib.train``
     logs each loop (``CTXLIB_RUN_LOG``): the steps it was asked for, the seconds of each step
     run, its losses, its peak GPU memory. The chapter's largest loop gives ms per step, tokens
     per second (batch x context, padding included, from ``scripts/pretrain.py``'s budgets),
@@ -171,7 +175,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             log = Path(scratch) / "loops.jsonl"
             print(f"{path.stem}: {budget} budget, {max_steps} steps per loop ...", flush=True)
+            # A timing run: the loops are capped, every data set, seed and size is kept.
             run = run_notebook(path, budget, {**env, "CTXLIB_MAX_STEPS": str(max_steps),
+                                              "CTXLIB_TIMING_RUN": "1",
                                               "CTXLIB_RUN_LOG": str(log)}, args.timeout)
             loops = ([json.loads(line) for line in log.read_text().splitlines()]
                      if log.exists() else [])

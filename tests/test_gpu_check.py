@@ -50,6 +50,11 @@ def loss_fn(model, batch):
 
 
 train(model, batches, loss_fn, TrainConfig(steps=50, lr=0.1, progress=False))
+
+# The timed run caps the loops but not the data: what it times is the real run's work.
+from ctxlib.runtime import take
+
+assert len(take(list(range(40)), None)) == 40
 """
 
 

@@ -204,6 +204,24 @@ def test_a_code_path_test_run_fits_each_arm_once(monkeypatch):
     assert curve.sizes == [30]  # what the pool leaves after its held-out slice
 
 
+def test_the_gpu_checks_timing_run_fits_the_whole_design(monkeypatch):
+    """The GPU check caps the loops but must time every fit the real run makes."""
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    monkeypatch.setenv("CTXLIB_TIMING_RUN", "1")
+    fits = []
+
+    def fit(rows, seed, setting):
+        fits.append((len(rows), seed, setting))
+        return len(rows)
+
+    arm = Arm(fit=fit, score=lambda fitted, rows: fitted, grid=(0.1, 0.2, 0.3))
+    curve = learning_curve("t", {"a": arm}, 400, [5, 100], seeds=(0, 1, 2), held_out=200,
+                           choose_at=100)
+    assert curve.seeds == [0, 1, 2] and curve.sizes == [5, 100]
+    # three settings tried at 100 (the first seed's fit reused), then 2 sizes x 3 seeds
+    assert len(fits) == 3 + 2 * 3 - 1
+
+
 def constant_arm(score):
     return Arm(lambda rows, seed, setting: None, lambda predictor, rows: score)
 

@@ -224,9 +224,8 @@ def sst2_dev_accuracy(blob: dict[str, Any], sentences: int | None = None) -> flo
     """Accuracy of a checkpoint's ``ctxlib.layers.TransformerClassifier`` on SST-2's dev
     sentences (the first ``sentences``, by default all 872), each read as the chapter reads
     it: " " + sentence in the chapter's tokenizer, cut to the run's ``max_len`` tokens."""
-    from ctxlib.batches import pad_batch
     from ctxlib.data import load_sst2
-    from ctxlib.layers import TransformerClassifier
+    from ctxlib.layers import TransformerClassifier, classifier_accuracy
 
     settings = run_settings(blob)
     sizes = [settings.get(name) for name in ("width", "heads", "layers", "max_len")]
@@ -239,14 +238,8 @@ def sst2_dev_accuracy(blob: dict[str, Any], sentences: int | None = None) -> flo
     width, heads, layers, max_len = sizes
     model = with_weights(TransformerClassifier(bpe.vocab_size, width, heads, layers, max_len),
                          blob)
-    dev = load_sst2("dev")[:sentences]
-    correct = 0
-    for start in range(0, len(dev), 256):
-        chunk = dev[start:start + 256]
-        ids, mask = pad_batch([bpe.encode(" " + sentence)[:max_len] for sentence, _ in chunk])
-        predicted = model(ids, mask).argmax(-1)  # (B,)
-        correct += (predicted == torch.tensor([label for _, label in chunk])).sum().item()
-    return correct / len(dev)
+    return classifier_accuracy(model, load_sst2("dev")[:sentences],
+                               lambda sentence: bpe.encode(" " + sentence)[:max_len])
 
 
 # --- Exercise 3.3: the biLM of WikiText-2 ----------------------------------------------------

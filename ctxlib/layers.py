@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ctxlib.batches import check_ids
+from ctxlib.batches import check_ids, pad_batch
 
 
 @dataclass
@@ -267,3 +267,20 @@ class TransformerClassifier(nn.Module):
         pooled = (x * mask).sum(1) / mask.sum(1)  # (B, C): the mean over real tokens
         logits = self.head(pooled)
         return (logits, torch.stack(all_weights, 1)) if return_weights else logits
+
+
+@torch.no_grad()
+def classifier_accuracy(model: TransformerClassifier, items: list[tuple[str, int]], encode,
+                        batch_size: int = 256) -> float:
+    """The share of ``items`` ((text, label) pairs) that ``model`` labels right, each text read
+    as ``encode(text)`` (its token ids, cut to the model's ``max_len``), in padded batches on
+    the model's device. Chapter 2 scores its classifier with it, and so does the grader of
+    its exercise 2.4; put the model in eval mode first (``ctxlib.train`` does)."""
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        ids, mask = pad_batch([encode(text) for text, _ in chunk])  # (B, T) each
+        predicted = model(ids.to(device), mask.to(device)).argmax(-1).cpu()  # (B,)
+        correct += (predicted == torch.tensor([label for _, label in chunk])).sum().item()
+    return correct / len(items)

@@ -14,10 +14,11 @@ the same command resumes it, and a finished one is read back instead of trained 
 The runs gather in ``results/<chapter>_exercise.json`` (a later call adds its runs to those
 there), with the verdict on the exercise's target: it must lie beyond every seed of the
 chapter's run (the chapter's own run must not meet it) and be met by the solution at seed 0,
-the seed the notebook trains with. Exercise 2.4 (chapter 2's classifier, which has no recipe
-in ``scripts/pretrain.py``) and 1.4 (``scripts/calibrate_skipgram_exercise.py``) are not
-covered here. Chapter 7's runs train at the rate its cpu sweep chose (``H2H_LRS``), which the
-notebook's gpu sweep may not choose.
+the seed the notebook trains with. Exercise 2.4's run is chapter 2's classifier, trained as
+its notebook trains it (``train_sst2_classifier``, below: chapter 2 has no pretraining and no
+recipe in ``scripts/pretrain.py``); exercise 1.4 has its own script
+(``scripts/calibrate_skipgram_exercise.py``). Chapter 7's runs train at the rate its cpu sweep
+chose (``H2H_LRS``), which the notebook's gpu sweep may not choose.
 """
 
 from __future__ import annotations
@@ -28,40 +29,93 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import torch
-from pretrain import RECIPES, Variant
+import torch.nn.functional as F
+from pretrain import RECIPES, Variant, budgets_of
 
 import ctxlib
 from ctxlib import handin
+from ctxlib.batches import pad_batch
 from ctxlib.checkpoints import CheckpointStore
+from ctxlib.layers import TransformerClassifier, classifier_accuracy
+from ctxlib.train import History, TrainConfig, train
 
-# Each exercise: its chapter's recipe in scripts/pretrain.py, and the solution's changes (the
-# notebook's solution cell, at the gpu budget; a test checks that they agree).
+
+def train_sst2_classifier(variant: Variant) -> History:
+    """Chapter 2's SST-2 classifier under the gpu budget with ``variant``'s changes, as the
+    notebook's exercise 2.4 cell trains it: the chapter's tokenizer (``handin.sst2_bpe``, the
+    grader's, trained on SST-2's training items), its budget with dropout 0.1 and the changes,
+    batches of random training items, dev accuracy by ``classifier_accuracy``."""
+    cfg = {**budgets_of("02_attention")["gpu"], "dropout": 0.1, **(variant.changes or {})}
+    tokenizer = handin.sst2_bpe(cfg["bpe_vocab"])
+    train_set = ctxlib.data.load_sst2("train")[: cfg["train_sentences"]]
+    dev_set = ctxlib.data.load_sst2("dev")
+
+    def encode(sentence):
+        return tokenizer.encode(" " + sentence)[: cfg["max_len"]]
+
+    train_ids = [encode(s) for s, _ in train_set]
+    train_labels = torch.tensor([y for _, y in train_set])
+
+    def batches(generator):
+        rows = torch.randint(0, len(train_ids), (cfg["batch"],), generator=generator)
+        ids, mask = pad_batch([train_ids[r] for r in rows])
+        return ids, mask, train_labels[rows]
+
+    def loss_fn(model, batch):
+        ids, mask, labels = batch  # ctxlib.train has put them on the model's device
+        return F.cross_entropy(model(ids, mask), labels)
+
+    ctxlib.seed_everything(variant.seed)
+    model = TransformerClassifier(tokenizer.vocab_size, cfg["width"], cfg["heads"],
+                                  cfg["layers"], cfg["max_len"], dropout=cfg["dropout"])
+    config = TrainConfig(steps=cfg["steps"], lr=cfg["lr"], warmup_steps=cfg["steps"] // 10,
+                         eval_every=max(1, cfg["steps"] // 5), seed=variant.seed,
+                         checkpoint_path=ctxlib.checkpoint_path(variant.checkpoint_name),
+                         checkpoint_every=200)
+    return train(model, batches, loss_fn, config, settings=cfg,
+                 eval_fn=lambda m: {"dev_accuracy": classifier_accuracy(m, dev_set, encode)})
+
+
+def pretraining(recipe: str) -> Callable[[Variant], History]:
+    """The gpu run of ``scripts/pretrain.py``'s ``recipe`` with a variant."""
+    return lambda variant: RECIPES[recipe].pretrain("gpu", None, variant).history
+
+
+class Calibrated(NamedTuple):
+    chapter: str  # the notebook whose gpu budget the runs use
+    train: Callable[[Variant], History]  # trains the gpu run with a variant, writing its checkpoint
+    solution: dict  # the solution's changes (the notebook's solution cell; a test compares)
+
+
 EXERCISES = {
-    "3.3": ("elmo", {"steps": 16_000}),
-    "5.3": ("bert", {"steps": 20_000}),
-    "6.3": ("xlnet", {"steps": 16_000}),
-    "7.2": ("h2h_causal", {"steps": 16_000}),
+    "2.4": Calibrated("02_attention", train_sst2_classifier, {"dropout": 0.3}),
+    "3.3": Calibrated("03_elmo", pretraining("elmo"), {"steps": 16_000}),
+    "5.3": Calibrated("05_bert", pretraining("bert"), {"steps": 20_000}),
+    "6.3": Calibrated("06_xlnet", pretraining("xlnet"), {"steps": 16_000}),
+    "7.2": Calibrated("07_head_to_head", pretraining("h2h_causal"), {"steps": 16_000}),
 }
 ARMS = ("chapter", "solution")
 
 
 def results_path(exercise: str) -> Path:
-    return ROOT / "results" / f"{RECIPES[EXERCISES[exercise][0]].chapter}_exercise.json"
+    return ROOT / "results" / f"{EXERCISES[exercise].chapter}_exercise.json"
 
 
 def calibration_run(exercise: str, arm: str, seed: int) -> dict:
     """Train (or read back) one run of ``exercise``'s ``arm`` at ``seed``; its record."""
-    recipe_name, solution = EXERCISES[exercise]
-    changes = solution if arm == "solution" else {}
+    calibrated = EXERCISES[exercise]
+    changes = calibrated.solution if arm == "solution" else {}
     name = f"calibration/{exercise.replace('.', '_')}_{arm}_seed{seed}"
-    run = RECIPES[recipe_name].pretrain("gpu", None, Variant(changes, seed, name))
+    history = calibrated.train(Variant(changes, seed, name))
     blob = CheckpointStore.read(Path(ctxlib.checkpoint_path(name, budget="gpu")))
     spec = handin.EXERCISES[exercise]
     score = spec.rescore(blob)
@@ -70,7 +124,7 @@ def calibration_run(exercise: str, arm: str, seed: int) -> dict:
     return {"arm": arm, "seed": seed, "changes": changes, "score": score,
             "device": record.get("device"), "precision": record.get("precision"),
             "capped_by": record.get("capped_by"),
-            "seconds": round(sum(run.history.seconds), 1)}
+            "seconds": round(sum(history.seconds), 1)}
 
 
 def verdict(exercise: str, runs: list[dict]) -> dict:
@@ -109,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = merge(old, [calibration_run(args.exercise, arm, seed)
                        for arm in args.arms for seed in args.seeds])
     record = {"exercise": args.exercise, "score": handin.EXERCISES[args.exercise].score_name,
-              "solution_changes": EXERCISES[args.exercise][1], "torch": torch.__version__,
+              "solution_changes": EXERCISES[args.exercise].solution, "torch": torch.__version__,
               "date": datetime.date.today().isoformat(),
               "verdict": verdict(args.exercise, runs), "runs": runs}
     path.write_text(json.dumps(record, indent=1) + "\n")

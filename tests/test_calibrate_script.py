@@ -12,15 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from calibrate_gpu_exercise import EXERCISES, main, merge, verdict
 from nbtools import notebook_budgets
-from pretrain import RECIPES
 
 from ctxlib import handin
+from ctxlib.checkpoints import CheckpointStore
 from ctxlib.runtime import Settings
 
 
 def solution_changes(exercise: str) -> dict:
     """The changes the notebook's solution cell makes, under the gpu budget."""
-    chapter = RECIPES[EXERCISES[exercise][0]].chapter
+    chapter = EXERCISES[exercise].chapter
     nb = nbformat.read(ROOT / "notebooks" / f"{chapter}.ipynb", as_version=4)
     grade_id = f"ex-{exercise.replace('.', '-')}-answer"
     (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
@@ -32,9 +32,9 @@ def solution_changes(exercise: str) -> dict:
 
 @pytest.mark.parametrize("exercise", sorted(EXERCISES))
 def test_the_solutions_are_the_notebooks(exercise):
-    assert solution_changes(exercise) == EXERCISES[exercise][1]
+    assert solution_changes(exercise) == EXERCISES[exercise].solution
     # and each changes a field the exercise's check looks for a change in
-    assert set(EXERCISES[exercise][1]) <= set(handin.EXERCISES[exercise].chapter_run)
+    assert set(EXERCISES[exercise].solution) <= set(handin.EXERCISES[exercise].chapter_run)
 
 
 def run(arm, seed, score, capped_by=None):
@@ -71,3 +71,21 @@ def test_a_calibration_trains_scores_and_records_its_runs(tmp_path, monkeypatch)
     assert all(r["capped_by"] == 1 and 0 < r["score"] < 20 for r in record["runs"])
     assert record["verdict"]["chapter_misses_it"] is None  # capped runs measure nothing
     assert (tmp_path / "checkpoints" / "gpu" / "calibration" / "7_2_solution_seed0.pt").exists()
+
+
+@pytest.mark.slow
+def test_exercise_2_4s_calibration_trains_the_chapters_classifier(tmp_path, monkeypatch):
+    """Chapter 2 has no pretraining recipe: its calibration trains the classifier as the
+    notebook's exercise cell does (gpu sizes, one step here), and the grader's rescore reads
+    the checkpoint as chapter 2's classifier with the solution's change."""
+    monkeypatch.setenv("CTXLIB_MAX_STEPS", "1")
+    monkeypatch.setenv("CTXLIB_CHECKPOINTS", str(tmp_path))
+    results = tmp_path / "02_attention_exercise.json"
+    main(["2.4", "--seeds", "0", "--arms", "solution", "--results", str(results)])
+    (solution,) = json.loads(results.read_text())["runs"]
+    assert solution["changes"] == {"dropout": 0.3} and solution["capped_by"] == 1
+    assert 0.3 < solution["score"] < 0.7  # one step from random weights: about chance
+    blob = CheckpointStore.read(
+        tmp_path / "checkpoints" / "gpu" / "calibration" / "2_4_solution_seed0.pt")
+    settings = handin.run_settings(blob)
+    assert settings["dropout"] == 0.3 and settings["width"] == 256

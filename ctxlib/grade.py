@@ -14,7 +14,10 @@ are scored again on the grader's machine, a CPU being enough (see ctxlib.handin)
 
 Each notebook runs top to bottom in a working directory of its own (its own checkpoints: one
 student's training run is never resumed into another's), continues past errors, and stops at
-the budget's time limit. The points come from the course notebook's check cells only, never
+the budget's time limit. A check runs on the course's code: one that meets a function the
+notebook's cells rebound (``ctxlib.checks.check_pick_steps = ...``, ``torch.allclose = ...``)
+or a course table they changed earns nothing, and its message names the change (see
+``NOTE_THE_COURSES_CODE``). The points come from the course notebook's check cells only, never
 from the submission's metadata: each gives its exercise's points when it ran without an error
 and graded the work; a check that says "Not graded" (a GPU target met on another budget, say)
 gives none, and its message says why. An answer graded by hand (exercise 0.4's) gets a row
@@ -113,32 +116,124 @@ def _fresh(cell):
     return copied
 
 
-def run_notebook(nb, workdir: Path, budget: str, time_limit: float) -> str:
-    """Execute ``nb`` in place in ``workdir``, continuing past errors. Returns how it ended:
-    "finished", "out of time" or "the kernel died"."""
+# --- Checks run on the course's code -------------------------------------------------------
+# A student cell could make a check pass without the work by changing what the check calls
+# (``ctxlib.checks.check_pick_steps = lambda f: print("Correct!")``, ``torch.allclose = ...``,
+# ``ctxlib = ...``) or the course's tables (``ctxlib.handin.EXERCISES``). So the grader runs a
+# few lines of its own in the kernel. Before the first cell, ``NOTE_THE_COURSES_CODE`` imports
+# every ctxlib module and notes what each binds: every function, class and module of ctxlib's
+# modules and of ``WATCHED`` (by identity) and every upper-case constant of ctxlib's (by its
+# repr). Before each check, ``NAME_WHAT_CHANGED`` prints what no longer matches; a check after
+# a change earns nothing. A student who reads this code can still get past it (the grader runs
+# their code in the same process): the guide says to read the answers of a surprising grade.
+WATCHED = ("builtins", "math", "numpy", "torch", "torch.nn", "torch.nn.functional",
+           "torch.testing", "torch.Tensor")
+GUARD_MARK = "ctxlib-grade-guard:"
+KERNEL_REBINDS = {("builtins", "input")}  # the Jupyter kernel sets it anew for every cell
+
+NOTE_THE_COURSES_CODE = f"""
+def _ctxlib_grade_note():
+    import importlib, pkgutil, sys, types
+    import ctxlib
+    for info in pkgutil.iter_modules(ctxlib.__path__):
+        importlib.import_module("ctxlib." + info.name)
+    import torch
+    import torch._dynamo  # noqa: F401 (importing it rebinds torch.manual_seed: before the note)
+    spaces = {{name: module for name, module in sys.modules.items()
+              if name == "ctxlib" or name.startswith("ctxlib.")}}
+    for name in {WATCHED!r}:
+        spaces[name] = torch.Tensor if name == "torch.Tensor" else importlib.import_module(name)
+    noted = {{}}
+    for space_name, space in spaces.items():
+        noted["sys.modules", space_name] = ("is", sys.modules.get(space_name, space))
+        for name, value in list(vars(space).items()):
+            if name.startswith("__") or (space_name, name) in {KERNEL_REBINDS!r}:
+                continue
+            if callable(value) or isinstance(value, types.ModuleType):
+                noted[space_name, name] = ("is", value)
+            elif space_name.startswith("ctxlib") and name.isupper():
+                noted[space_name, name] = ("repr", repr(value))
+    sys.ctxlib_grade_noted = (spaces, noted)
+_ctxlib_grade_note()
+del _ctxlib_grade_note
+"""
+
+NAME_WHAT_CHANGED = f"""
+def _ctxlib_grade_changed():
+    import sys
+    spaces, noted = sys.ctxlib_grade_noted
+    gone = object()
+    changed = []
+    for (space_name, name), (kind, value) in noted.items():
+        if space_name == "sys.modules":
+            current = sys.modules.get(name, spaces[name])
+        else:
+            current = vars(spaces[space_name]).get(name, gone)
+        same = current is value if kind == "is" else (current is not gone
+                                                      and repr(current) == value)
+        if not same:
+            changed.append(name if space_name == "sys.modules" else f"{{space_name}}.{{name}}")
+    if globals().get("ctxlib", spaces["ctxlib"]) is not spaces["ctxlib"]:
+        changed.append("ctxlib (the notebook's name for the course's package)")
+    # sys.stdout.write, not print: print may be what was changed
+    sys.stdout.write({GUARD_MARK!r} + " " + "; ".join(sorted(changed)) + "\\n")
+_ctxlib_grade_changed()
+del _ctxlib_grade_changed
+"""
+
+
+def _guard_says(cell) -> str | None:
+    """What a ``NAME_WHAT_CHANGED`` cell found changed ('' for nothing); None when it could not
+    tell (its record of the course's code was removed, say), which counts as a change."""
+    for output in cell.get("outputs", []):
+        for line in output.get("text", "").splitlines():
+            if line.startswith(GUARD_MARK):
+                return line[len(GUARD_MARK):].strip()
+    return None
+
+
+def run_notebook(nb, workdir: Path, budget: str, time_limit: float,
+                 checks: dict | None = None) -> tuple[str, dict[str, str | None]]:
+    """Execute ``nb`` in place in ``workdir``, continuing past errors. Returns how it ended
+    ("finished", "out of time" or "the kernel died") and, for each of the ``checks`` ({grade
+    id: cell}) that ran, what the cells before it changed of the course's code ('' for
+    nothing; see ``NAME_WHAT_CHANGED``)."""
+    import nbformat
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     from ctxlib.kernel import notebook_client
 
+    check_ids = {id(cell): grade_id for grade_id, cell in (checks or {}).items()}
+    changed: dict[str, str | None] = {}
     deadline = time.monotonic() + time_limit
     client = notebook_client(nb, kernel_name="python3", allow_errors=True,
                              resources={"metadata": {"path": str(workdir)}})
+
+    def run(cell, index):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CellTimeoutError("out of time")
+        client.timeout = int(remaining) + 1
+        client.execute_cell(cell, index)
+
     try:
         with environment(CTXLIB_BUDGET=budget, CTXLIB_CHECKPOINTS=str(workdir),
                          CTXLIB_PROGRESS="off"), client.setup_kernel():
+            if check_ids:  # the grader's own cells run in the kernel but stay out of ``nb``
+                run(nbformat.v4.new_code_cell(NOTE_THE_COURSES_CODE), 0)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return "out of time"
-                client.timeout = int(remaining) + 1
-                client.execute_cell(cell, index)
+                if id(cell) in check_ids:
+                    guard = nbformat.v4.new_code_cell(NAME_WHAT_CHANGED)
+                    run(guard, index)
+                    changed[check_ids[id(cell)]] = _guard_says(guard)
+                run(cell, index)
     except CellTimeoutError:
-        return "out of time"
+        return "out of time", changed
     except DeadKernelError:
-        return "the kernel died"
-    return "finished"
+        return "the kernel died", changed
+    return "finished", changed
 
 
 def _verdict(cell, ended: str) -> tuple[bool, str]:
@@ -213,7 +308,7 @@ def grade_notebook(path: Path, student: str, source: Path, budget: str,
     checks = lock_cells(nb, course)
     with tempfile.TemporaryDirectory(prefix=f"grade-{student}-") as workdir:
         place_handed_in_checkpoints(path.parent, Path(workdir))
-        ended = run_notebook(nb, Path(workdir), budget, time_limit)
+        ended, changed = run_notebook(nb, Path(workdir), budget, time_limit, checks)
     unanswered = _unanswered_exercises(nb)
     grades = []
     for grade_id, cell in checks.items():
@@ -221,6 +316,11 @@ def grade_notebook(path: Path, student: str, source: Path, budget: str,
         exercise = grade_id.rsplit("-check", 1)[0]
         if not earned and (exercise in unanswered or message.startswith("NotImplementedError")):
             message = "not answered: the answer cell still raises NotImplementedError"
+        if grade_id in changed and changed[grade_id] != "":
+            earned, message = False, (
+                "not graded: a cell before this check changed the course's code it relies on ("
+                f"{changed[grade_id] or 'the grader could not tell what'}); a check counts only "
+                "with the course's own code")
         points = float(cell.metadata["nbgrader"].get("points", 0))
         grades.append(Grade(student, course_path.name, grade_id, points if earned else 0.0,
                             points, message))

@@ -142,6 +142,38 @@ def test_forged_checks_earn_nothing_broken_files_do_not_stop_the_class(course, t
     assert len(grades) == 4
 
 
+FORGERIES = {
+    # what the check calls, changed so that a wrong answer prints "Correct!"
+    "builtins.print": "import builtins\n_print = builtins.print\n"
+                      "builtins.print = lambda *a, **k: _print('Correct!')\nanswer = 7",
+    # the grader's own record of the course's code, removed
+    "could not tell": "import sys\ndel sys.ctxlib_grade_noted\nanswer = 7",
+}
+
+
+@pytest.mark.slow
+def test_a_check_after_a_cell_that_changed_what_it_calls_earns_nothing(course, tmp_path):
+    """A check runs on the course's code: a student cell that rebinds a function the check
+    calls (or removes the grader's record of them) costs that check its points, with a
+    message naming the change; an honest answer beside them keeps its point."""
+    folder = tmp_path / "submitted"
+    honest = tiny_course()
+    honest.cells[2].source = "answer = 42"
+    hand_in(folder, "ada", "00_tiny.ipynb", honest)
+    for student, forged_answer in zip(("ben", "cy"), FORGERIES.values()):
+        forged = tiny_course()
+        forged.cells[2].source = forged_answer
+        hand_in(folder, student, "00_tiny.ipynb", forged)
+
+    grades = {g.student: g for g in grade_all(folder, course, "smoke", time_limit=120)}
+    assert (grades["ada"].points, grades["ada"].message) == (1, "Correct!")
+    for student, named in zip(("ben", "cy"), FORGERIES):
+        assert grades[student].points == 0, grades[student]
+        assert grades[student].message.startswith("not graded: a cell before this check "
+                                                  "changed the course's code")
+        assert named in grades[student].message
+
+
 GPU_CHECK = """\
 import dataclasses, functools
 from ctxlib import checks, handin

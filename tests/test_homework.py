@@ -46,14 +46,20 @@ def answer_cell(nb, grade_id):
 
 
 def submissions(folder: Path) -> Path:
-    """Chapter 0 handed in three times: right, partly wrong (and a check edited), empty."""
+    """Chapter 0 handed in four times: right, partly wrong (and a check edited), empty, and
+    partly wrong with the checker replaced."""
     course = read(ROOT / "notebooks" / "00_setup.ipynb")
     right = copy.deepcopy(course)
     wrong = copy.deepcopy(course)
     answer_cell(wrong, "ex-0-2-answer").source = (
         "def pick_steps() -> int:\n    return 10  # the smoke value everywhere\n")
     answer_cell(wrong, "ex-0-2-check").source = 'print("Correct!")'  # restored before grading
-    for student, nb in (("ada", right), ("ben", wrong), ("cy", student_version(course))):
+    # a wrong answer, and the checker it would meet replaced from the answer cell
+    forged = copy.deepcopy(wrong)
+    answer_cell(forged, "ex-0-2-answer").source += (
+        'ctxlib.checks.check_pick_steps = lambda f: print("Correct!")\n')
+    for student, nb in (("ada", right), ("ben", wrong), ("cy", student_version(course)),
+                        ("dot", forged)):
         (folder / student).mkdir(parents=True)
         nbformat.write(nb, folder / student / "00_setup.ipynb")
     return folder
@@ -72,6 +78,9 @@ def test_the_grading_command_scores_each_exercise_of_each_student(tmp_path, monk
     assert grades["ben", "ex-0-1-check"].points == 1 and grades["ben", "ex-0-3-check"].points == 1
     assert grades["ben", "ex-0-2-check"].points == 0  # the edited check was put back
     assert "under the 'cpu' budget pick_steps() returned 10" in grades["ben", "ex-0-2-check"].message
+    assert grades["dot", "ex-0-2-check"].points == 0  # the checker was replaced: not counted
+    assert "ctxlib.checks.check_pick_steps" in grades["dot", "ex-0-2-check"].message
+    assert grades["dot", "ex-0-1-check"].points == 1  # checks before the change still count
     # The GPU speed-up is graded by hand: a row with no points and the student's answer; the
     # empty notebook still ran to its end.
     assert grades["ada", "ex-0-4-manual"].points == 0

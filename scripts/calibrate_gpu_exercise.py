@@ -4,6 +4,7 @@ exercise's own check (``ctxlib.handin``).
 
     python scripts/calibrate_gpu_exercise.py 6.3                       # both arms, seeds 0 1 2
     python scripts/calibrate_gpu_exercise.py 6.3 --arms chapter --seeds 0
+    python scripts/calibrate_gpu_exercise.py 6.3 --jobs 6              # the six runs at once
 
 Meant for a GPU: each run is a whole gpu-budget run (minutes on an H100; hours on two CPU
 cores). A run is ``scripts/pretrain.py``'s recipe for the chapter (the notebook's code and gpu
@@ -11,25 +12,34 @@ sizes) with the solution's changes for the solution arm and the seed for both (t
 weights and the data order), checkpointed under ``checkpoints/gpu/calibration/``: interrupted,
 the same command resumes it, and a finished one is read back instead of trained again.
 
-The runs gather in ``results/<chapter>_exercise.json`` (a later call adds its runs to those
-there), with the verdict on the exercise's target: it must lie beyond every seed of the
+The runs gather in ``results/<chapter>_exercise.json``, each recorded as soon as it is scored
+(a later call, or a run in another process, adds its runs to those there), with the verdict on the exercise's target: it must lie beyond every seed of the
 chapter's run (the chapter's own run must not meet it) and be met by the solution at seed 0,
 the seed the notebook trains with. Exercise 2.4's run is chapter 2's classifier, trained as
 its notebook trains it (``train_sst2_classifier``, below: chapter 2 has no pretraining and no
 recipe in ``scripts/pretrain.py``); exercise 1.4 has its own script
 (``scripts/calibrate_skipgram_exercise.py``). Chapter 7's runs train at the rate its cpu sweep
 chose (``H2H_LRS``), which the notebook's gpu sweep may not choose.
+
+``--jobs N`` trains up to N runs at once, each in a process of its own on the same GPU. The
+gpu-budget models are small: one run leaves most of a large GPU idle, waiting on kernel
+launches and on building batches on the CPU, so several side by side finish sooner than one
+after another. The processes share the CPU cores between them (``OMP_NUM_THREADS``). Each
+run's seconds are then those of a shared GPU: they say nothing of a run's speed alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
 import os
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -110,8 +120,9 @@ def results_path(exercise: str) -> Path:
     return ROOT / "results" / f"{EXERCISES[exercise].chapter}_exercise.json"
 
 
-def calibration_run(exercise: str, arm: str, seed: int) -> dict:
-    """Train (or read back) one run of ``exercise``'s ``arm`` at ``seed``; its record."""
+def calibration_run(exercise: str, arm: str, seed: int, runs_at_once: int = 1) -> dict:
+    """Train (or read back) one run of ``exercise``'s ``arm`` at ``seed``, one of
+    ``runs_at_once`` sharing the GPU; its record."""
     calibrated = EXERCISES[exercise]
     changes = calibrated.solution if arm == "solution" else {}
     name = f"calibration/{exercise.replace('.', '_')}_{arm}_seed{seed}"
@@ -124,7 +135,7 @@ def calibration_run(exercise: str, arm: str, seed: int) -> dict:
     return {"arm": arm, "seed": seed, "changes": changes, "score": score,
             "device": record.get("device"), "precision": record.get("precision"),
             "capped_by": record.get("capped_by"),
-            "seconds": round(sum(history.seconds), 1)}
+            "seconds": round(sum(history.seconds), 1), "runs_at_once": runs_at_once}
 
 
 def verdict(exercise: str, runs: list[dict]) -> dict:
@@ -149,6 +160,55 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in old if (r["arm"], r["seed"]) not in fresh] + new
 
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s results (a ``.lock`` file beside it) while the block
+    runs, so that runs finishing at the same time in other processes wait their turn."""
+    import fcntl  # POSIX only: imported here so that the script's other parts load anywhere
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_runs(exercise: str, path: Path, new: list[dict]) -> dict:
+    """Add the runs ``new`` to those recorded at ``path``, with the verdict on all of them; the
+    record. The file is read and written under a lock and replaced whole, so that an
+    interrupted or concurrent write never loses a run already there."""
+    with locked(path):
+        old = json.loads(path.read_text())["runs"] if path.exists() else []
+        runs = sorted(merge(old, new), key=lambda r: (ARMS.index(r["arm"]), r["seed"]))
+        record = {"exercise": exercise, "score": handin.EXERCISES[exercise].score_name,
+                  "solution_changes": EXERCISES[exercise].solution,
+                  "torch": torch.__version__, "date": datetime.date.today().isoformat(),
+                  "verdict": verdict(exercise, runs), "runs": runs}
+        partial_file = path.with_name(path.name + ".partial")
+        partial_file.write_text(json.dumps(record, indent=1) + "\n")
+        partial_file.replace(path)
+    return record
+
+
+def run_in_processes(exercise: str, pairs: list[tuple[str, int]], path: Path,
+                     jobs: int) -> list[tuple[str, int]]:
+    """Each (arm, seed) of ``pairs`` trained by this script in a process of its own, at most
+    ``jobs`` at once, each recording its run at ``path``; the pairs whose process failed."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "CTXLIB_PROGRESS": "off"}
+
+    def one(pair: tuple[str, int]) -> int:
+        arm, seed = pair
+        command = [sys.executable, __file__, exercise, "--arms", arm, "--seeds", str(seed),
+                   "--results", str(path), "--runs-at-once", str(min(jobs, len(pairs)))]
+        return subprocess.run(command, env=env, check=False).returncode
+
+    with ThreadPoolExecutor(jobs) as pool:
+        codes = list(pool.map(one, pairs))
+    return [pair for pair, code in zip(pairs, codes) if code != 0]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("exercise", choices=sorted(EXERCISES))
@@ -156,17 +216,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--results", type=Path, default=None,
                         help="where the runs gather (default: results/<chapter>_exercise.json)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process (default 1)")
+    # set by --jobs for each of its processes: how many runs share the GPU
+    parser.add_argument("--runs-at-once", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     os.environ["CTXLIB_BUDGET"] = "gpu"  # the run's record says so; on a CPU too
-    path = args.results or results_path(args.exercise)
-    old = json.loads(path.read_text())["runs"] if path.exists() else []
-    runs = merge(old, [calibration_run(args.exercise, arm, seed)
-                       for arm in args.arms for seed in args.seeds])
-    record = {"exercise": args.exercise, "score": handin.EXERCISES[args.exercise].score_name,
-              "solution_changes": EXERCISES[args.exercise].solution, "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(),
-              "verdict": verdict(args.exercise, runs), "runs": runs}
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    path = (args.results or results_path(args.exercise)).resolve()
+    pairs = [(arm, seed) for arm in args.arms for seed in args.seeds]
+    if args.jobs > 1 and len(pairs) > 1:
+        failed = run_in_processes(args.exercise, pairs, path, args.jobs)
+        if failed:
+            sys.exit(f"these runs failed (their output is above): {failed}; the others are "
+                     f"recorded in {path}, and the same command resumes the failed ones")
+        record = json.loads(path.read_text())
+    else:
+        for arm, seed in pairs:
+            record = record_runs(args.exercise, path, [calibration_run(
+                args.exercise, arm, seed, args.runs_at_once)])
     print(f"wrote {path}: {record['verdict']}")
 
 

@@ -1,8 +1,14 @@
 """The GPU check: what a session lent a CUDA GPU runs first, in one command.
 
-    python scripts/gpu_check.py                        # every chapter (a few minutes on an H100)
-    python scripts/gpu_check.py --chapters 04_gpt 06_xlnet --max-steps 20
+    python scripts/gpu_check.py                        # every chapter, both parts
+    python scripts/gpu_check.py --parts smoke --jobs 8  # (a) only, eight notebooks at once
+    python scripts/gpu_check.py --parts budget --chapters 07_head_to_head 05_bert
     python scripts/gpu_check.py --dry-run              # on the CPU, tiny: the same code path (CI)
+
+A call of several chapters takes minutes on an H100: where a call's time is limited, split the
+check into calls by ``--parts`` and ``--chapters`` (given in the order to run them, the most
+wanted first). The calls gather in one report: each chapter's entry is written as soon as it
+is done, beside those of earlier calls on the same device and torch.
 
 For each chapter's notebook it
 
@@ -28,6 +34,9 @@ For each chapter's notebook it
 (d) writes ``results/gpu_check.json``: device, torch, date, and per chapter ``smoke`` (a) and
     ``budget`` (b, c).
 
+``--jobs N`` runs N notebooks at once for (a), which asks only whether every cell works; (b)
+runs one notebook at a time, since its step times are what it measures.
+
 ``--dry-run`` runs the same steps on the CPU under the smoke budget with 2 steps per loop
 (tests/test_gpu_check.py), so that the script is known to work before a GPU is lent.
 """
@@ -40,7 +49,9 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,12 +150,43 @@ def project(chapter: str, run: dict, loops: list[dict], slowdown: float | None) 
     return entry
 
 
+def earlier_report(path: Path, identity: dict) -> dict:
+    """The chapters of the report at ``path`` when an earlier call wrote it on the same device,
+    torch, budget and step cap (``identity``); else none."""
+    if not path.exists():
+        return {}
+    report = json.loads(path.read_text())
+    if any(report.get(key) != value for key, value in identity.items()):
+        print(f"{path} holds another device's or setting's check: starting a new report")
+        return {}
+    return report.get("chapters", {})
+
+
+def timing_run(path: Path, budget: str, env: dict, max_steps: int, timeout: int,
+               slowdown: float | None) -> dict:
+    """(b) and (c) for the notebook at ``path``: its capped run, projected."""
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "loops.jsonl"
+        # A timing run: the loops are capped, every data set, seed and size is kept.
+        run = run_notebook(path, budget, {**env, "CTXLIB_MAX_STEPS": str(max_steps),
+                                          "CTXLIB_TIMING_RUN": "1",
+                                          "CTXLIB_RUN_LOG": str(log)}, timeout)
+        loops = ([json.loads(line) for line in log.read_text().splitlines()]
+                 if log.exists() else [])
+    return project(path.stem, run, loops, slowdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chapters", nargs="*", help="notebook names (default: all)")
+    parser.add_argument("--chapters", nargs="*",
+                        help="notebook names, in the order to run them (default: all)")
     parser.add_argument("--notebook", type=Path, action="append", default=[],
                         help="a notebook file to check instead of the chapters (repeatable)")
+    parser.add_argument("--parts", nargs="+", choices=("smoke", "budget"),
+                        default=["smoke", "budget"],
+                        help="smoke: (a), every cell on the GPU; budget: (b) and (c), timed")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once for (a)")
     parser.add_argument("--max-steps", type=int, default=30, help="steps per training loop")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     parser.add_argument("--dry-run", action="store_true",
@@ -154,6 +196,8 @@ def main() -> None:
     if not torch.cuda.is_available() and not args.dry_run:
         sys.exit("No CUDA GPU here: this check is for a GPU machine (--dry-run tries it on "
                  "the CPU).")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     budget = "smoke" if args.dry_run else "gpu"
     max_steps = 2 if args.dry_run else args.max_steps
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.dry_run
@@ -161,36 +205,48 @@ def main() -> None:
     slowdown = t4_slowdown(device)
     notebooks = args.notebook or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
     if args.chapters:
-        notebooks = [p for p in notebooks if p.stem in args.chapters]
-        missing = set(args.chapters) - {p.stem for p in notebooks}
+        by_name = {p.stem: p for p in notebooks}
+        missing = [name for name in args.chapters if name not in by_name]
         if missing:
-            sys.exit(f"no notebook called {', '.join(sorted(missing))}")
-    result = {"device": device, "torch": torch.__version__,
-              "date": datetime.date.today().isoformat(), "max_steps": max_steps,
-              "budget": budget, "t4_slowdown": slowdown, "chapters": {}}
+            sys.exit(f"no notebook called {', '.join(missing)}")
+        notebooks = [by_name[name] for name in args.chapters]
+    identity = {"device": device, "torch": torch.__version__, "max_steps": max_steps,
+                "budget": budget}
+    result = {**identity, "date": datetime.date.today().isoformat(), "t4_slowdown": slowdown,
+              "chapters": earlier_report(args.out, identity)}
     env = {"CTXLIB_CHECK_DEVICES": "1"} if args.dry_run else {}  # the CPU plays the GPU
-    for path in notebooks:
-        print(f"{path.stem}: smoke run ...", flush=True)
-        smoke = run_notebook(path, "smoke", env, args.timeout)
-        with tempfile.TemporaryDirectory() as scratch:
-            log = Path(scratch) / "loops.jsonl"
+    writing = threading.Lock()  # the smoke runs finish in threads of their own
+
+    def write(path: Path, part: str, entry: dict) -> None:
+        """Keep ``entry`` as ``part`` of ``path``'s chapter, and write the report now."""
+        with writing:
+            result["chapters"].setdefault(path.stem, {})[part] = entry
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    if "smoke" in args.parts:
+        def smoke(path: Path) -> None:
+            print(f"{path.stem}: smoke run ...", flush=True)
+            entry = run_notebook(path, "smoke", env, args.timeout)
+            write(path, "smoke", entry)
+            print(f"{path.stem}: smoke {'ok' if entry['ok'] else 'FAILED'} "
+                  f"({entry['seconds']} s)", flush=True)
+
+        # Each run sets the variables its kernel starts with and then puts back what was
+        # there; set here for all of them, they are the same whatever order the threads
+        # interleave in.
+        with (environment(**env, CTXLIB_BUDGET="smoke", CTXLIB_PROGRESS="off"),
+              ThreadPoolExecutor(args.jobs) as pool):
+            list(pool.map(smoke, notebooks))
+    if "budget" in args.parts:
+        for path in notebooks:
             print(f"{path.stem}: {budget} budget, {max_steps} steps per loop ...", flush=True)
-            # A timing run: the loops are capped, every data set, seed and size is kept.
-            run = run_notebook(path, budget, {**env, "CTXLIB_MAX_STEPS": str(max_steps),
-                                              "CTXLIB_TIMING_RUN": "1",
-                                              "CTXLIB_RUN_LOG": str(log)}, args.timeout)
-            loops = ([json.loads(line) for line in log.read_text().splitlines()]
-                     if log.exists() else [])
-        entry = {"smoke": smoke, "budget": project(path.stem, run, loops, slowdown)}
-        result["chapters"][path.stem] = entry
-        summary = entry["budget"]
-        t4 = summary["projected_t4_seconds"]
-        print(f"{path.stem}: smoke {'ok' if smoke['ok'] else 'FAILED'} ({smoke['seconds']} s); "
-              f"{budget} {'ok' if summary['ok'] else 'FAILED'}, projected "
-              f"{summary['projected_seconds'] / 60:.1f} min here"
-              + (f", {t4 / 60:.0f} min on a T4" if t4 else ""), flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")  # after every chapter
+            summary = timing_run(path, budget, env, max_steps, args.timeout, slowdown)
+            write(path, "budget", summary)
+            t4 = summary["projected_t4_seconds"]
+            print(f"{path.stem}: {budget} {'ok' if summary['ok'] else 'FAILED'}, projected "
+                  f"{summary['projected_seconds'] / 60:.1f} min here"
+                  + (f", {t4 / 60:.0f} min on a T4" if t4 else ""), flush=True)
     print(f"wrote {args.out}")
 
 

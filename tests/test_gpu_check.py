@@ -58,6 +58,14 @@ assert len(take(list(range(40)), None)) == 40
 """
 
 
+def dry_run(*arguments) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--dry-run",
+                           *map(str, arguments)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done
+
+
 def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
     """The script's whole path (both runs of a notebook, the loop log, the projection, the
     report) on a notebook of one small training loop, on the simulated accelerator."""
@@ -67,10 +75,7 @@ def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRAINS_A_LITTLE)]),
                    notebook)
     out = tmp_path / "gpu_check.json"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--dry-run",
-                           "--notebook", str(notebook), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    dry_run("--notebook", notebook, "--out", out)
     report = json.loads(out.read_text())
     assert report["device"] == "cpu (dry run)" and report["max_steps"] == 2
     chapter = report["chapters"]["00_tiny"]
@@ -81,3 +86,28 @@ def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
     assert projected["steps_run"] == 2  # capped, as on the GPU it would be at --max-steps
     assert projected["projected_seconds"] >= projected["other_seconds"]
     assert report["budget"] == "smoke"  # a dry run projects the smoke budget
+
+
+def test_a_check_split_into_calls_gathers_in_one_report(tmp_path):
+    """Where a call's time is limited the check is split by part and chapter: the smoke runs
+    of two notebooks at once, then one notebook's timing run; the second call adds to the
+    first's report, and a report of another device is started anew, not mixed in."""
+    import nbformat
+
+    notebooks = []
+    for name in ("00_one", "01_two"):
+        notebooks.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            TRAINS_A_LITTLE + "import os\n\nassert os.environ['CTXLIB_BUDGET'] == 'smoke'\n")]),
+            notebooks[-1])
+    out = tmp_path / "gpu_check.json"
+    out.write_text(json.dumps({"device": "NVIDIA H200", "chapters": {"04_gpt": {}}}))
+    done = dry_run("--parts", "smoke", "--jobs", "2", "--notebook", notebooks[0],
+                   "--notebook", notebooks[1], "--out", out)
+    assert "another device's" in done.stdout
+    dry_run("--parts", "budget", "--notebook", notebooks[1], "--out", out)
+    chapters = json.loads(out.read_text())["chapters"]
+    assert sorted(chapters) == ["00_one", "01_two"]  # the other device's chapter is gone
+    assert chapters["00_one"]["smoke"]["ok"] and chapters["01_two"]["smoke"]["ok"]
+    assert "budget" not in chapters["00_one"]
+    assert chapters["01_two"]["budget"]["ok"] and chapters["01_two"]["budget"]["steps_run"] == 2

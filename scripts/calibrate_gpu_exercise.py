@@ -13,9 +13,10 @@ weights and the data order), checkpointed under ``checkpoints/gpu/calibration/``
 the same command resumes it, and a finished one is read back instead of trained again.
 
 The runs gather in ``results/<chapter>_exercise.json``, each recorded as soon as it is scored
-(a later call, or a run in another process, adds its runs to those there), with the verdict on the exercise's target: it must lie beyond every seed of the
-chapter's run (the chapter's own run must not meet it) and be met by the solution at seed 0,
-the seed the notebook trains with. Exercise 2.4's run is chapter 2's classifier, trained as
+(a later call, or a run in another process, adds its runs to those there), with the verdict on
+the exercise's target: it must lie beyond every seed of the chapter's run (the chapter's own
+run must not meet it) and be met by the solution at seed 0, the seed the notebook trains
+with. Exercise 2.4's run is chapter 2's classifier, trained as
 its notebook trains it (``train_sst2_classifier``, below: chapter 2 has no pretraining and no
 recipe in ``scripts/pretrain.py``); exercise 1.4 has its own script
 (``scripts/calibrate_skipgram_exercise.py``). Chapter 7's runs train at the rate its cpu sweep

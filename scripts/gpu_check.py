@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -63,7 +64,6 @@ import torch
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from ctxlib.kernel import notebook_client
-from ctxlib.runtime import environment
 
 # How much slower a T4 trains the course's models than the GPU measured: the ratio of memory
 # bandwidths (T4: 320 GB/s; published figures of each GPU), by the name CUDA reports.
@@ -83,15 +83,18 @@ def t4_slowdown(device_name: str) -> float | None:
 
 
 def run_notebook(path: Path, budget: str, env: dict[str, str], timeout: int) -> dict:
-    """Execute the notebook at ``path`` in a scratch folder with ``env`` set; wall time, error."""
+    """Execute the notebook at ``path`` in a scratch folder, its kernel started with ``env``
+    added to this process's variables; wall time, error."""
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     error = None
+    # Handed to the kernel, not set in os.environ: the smoke runs start kernels from several
+    # threads at once, and each would otherwise undo the others' variables.
+    kernel_env = {**os.environ, **env, "CTXLIB_BUDGET": budget, "CTXLIB_PROGRESS": "off"}
     try:
-        with (environment(**env, CTXLIB_BUDGET=budget, CTXLIB_PROGRESS="off"),
-              tempfile.TemporaryDirectory() as scratch):
+        with tempfile.TemporaryDirectory() as scratch:
             notebook_client(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": scratch}}).execute()
+                            resources={"metadata": {"path": scratch}}).execute(env=kernel_env)
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as failure:
         error = f"{type(failure).__name__}: {str(failure)[-1500:]}"  # the next chapter goes on
     return {"ok": error is None, "seconds": round(time.perf_counter() - start, 1),
@@ -232,11 +235,7 @@ def main() -> None:
             print(f"{path.stem}: smoke {'ok' if entry['ok'] else 'FAILED'} "
                   f"({entry['seconds']} s)", flush=True)
 
-        # Each run sets the variables its kernel starts with and then puts back what was
-        # there; set here for all of them, they are the same whatever order the threads
-        # interleave in.
-        with (environment(**env, CTXLIB_BUDGET="smoke", CTXLIB_PROGRESS="off"),
-              ThreadPoolExecutor(args.jobs) as pool):
+        with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(smoke, notebooks))
     if "budget" in args.parts:
         for path in notebooks:

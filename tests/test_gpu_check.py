@@ -88,11 +88,14 @@ def test_a_dry_run_on_the_cpu_writes_the_report(tmp_path):
     assert report["budget"] == "smoke"  # a dry run projects the smoke budget
 
 
-def test_a_check_split_into_calls_gathers_in_one_report(tmp_path):
+def test_a_check_split_into_calls_gathers_in_one_report(tmp_path, monkeypatch):
     """Where a call's time is limited the check is split by part and chapter: the smoke runs
     of two notebooks at once, then one notebook's timing run; the second call adds to the
-    first's report, and a report of another device is started anew, not mixed in."""
+    first's report, and a report of another device is started anew, not mixed in. Each kernel
+    gets its budget from the check, whatever the calling process has set."""
     import nbformat
+
+    monkeypatch.setenv("CTXLIB_BUDGET", "gpu")
 
     notebooks = []
     for name in ("00_one", "01_two"):
